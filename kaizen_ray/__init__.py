@@ -1,0 +1,92 @@
+"""kaizen_ray: an actor-model runtime on Ray for autonomous agents that must stop well.
+
+The public API is exactly ``__all__``; every other module is private.
+
+>>> import kaizen_ray as kr
+>>> kr.InterruptMode.GRACEFUL.value
+'graceful'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from kaizen_ray.core.agent import AgentPhase, BaseAutonomousAgent, StepResult
+from kaizen_ray.core.checkpoint import (
+    Checkpoint,
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointInfo,
+    CheckpointNotFoundError,
+    CheckpointSerializationError,
+    CheckpointStatus,
+    CheckpointStorageError,
+    list_checkpoints,
+    load_checkpoint,
+)
+from kaizen_ray.core.config import AutonomousConfig, ChildSpec, RestartPolicy, RestartStrategy, SupervisorConfig
+from kaizen_ray.core.context import StepContext
+from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
+from kaizen_ray.core.hooks import HookContext, HookEvent, HookManager, HookResult
+from kaizen_ray.core.interrupts import (
+    InterruptedError,
+    InterruptManager,
+    InterruptMode,
+    InterruptReason,
+    InterruptSource,
+)
+
+__version__ = "0.1.0"
+
+# Names served by the Ray runtime, imported on first use so that the core (and
+# `list_checkpoints`, `load_checkpoint`) never pay for importing Ray.
+_LAZY: dict[str, str] = {}
+
+__all__ = [
+    "AgentPhase",
+    "AutonomousConfig",
+    "BaseAutonomousAgent",
+    "BudgetInterruptHandler",
+    "Checkpoint",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointNotFoundError",
+    "CheckpointSerializationError",
+    "CheckpointStatus",
+    "CheckpointStorageError",
+    "ChildSpec",
+    "HookContext",
+    "HookEvent",
+    "HookManager",
+    "HookResult",
+    "InterruptManager",
+    "InterruptMode",
+    "InterruptReason",
+    "InterruptSource",
+    "InterruptedError",
+    "RestartPolicy",
+    "RestartStrategy",
+    "SignalInterruptHandler",
+    "StepContext",
+    "StepResult",
+    "SupervisorConfig",
+    "TimeoutInterruptHandler",
+    "list_checkpoints",
+    "load_checkpoint",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kaizen_ray' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

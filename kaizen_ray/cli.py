@@ -1,0 +1,50 @@
+"""The ``kaizen-ray`` command.
+
+    kaizen-ray demo [--in-process] [--storage PATH]   the README's main job
+    kaizen-ray checkpoints [--storage PATH] [--agent NAME]   list saved checkpoints
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kaizen-ray", description="Agents on Ray that stop well.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the demo: interrupt agents and resume them")
+    demo.add_argument("--storage", help="checkpoint folder (default: a fresh temporary folder)")
+    listing = sub.add_parser("checkpoints", help="list checkpoints (no Ray needed)")
+    listing.add_argument("--storage", help="checkpoint folder (default: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints)")
+    listing.add_argument("--agent", help="only this agent's checkpoints")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kaizen-ray`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        from kaizen_ray._demo import run_in_process_demo
+
+        run_in_process_demo(print, args.storage)
+        return 0
+    if args.command == "checkpoints":
+        from kaizen_ray.core.checkpoint import list_checkpoints
+
+        for info in list_checkpoints(args.storage, agent=args.agent):
+            reason = info.interrupt_reason
+            why = f" {reason.source.value}/{reason.mode.value}" if reason else ""
+            print(f"{info.created_at:%Y-%m-%d %H:%M:%S} {info.id} {info.agent} cycle={info.cycle} {info.status.value}{why}")
+        return 0
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Configuration as plain, frozen, validated data.
+
+Every model rejects unknown keys and says which field was wrong and why, at
+construction, never at first use. Names fixed by DESIGN.md keep their names
+(``graceful_shutdown_timeout``); new ones carry their unit (``restart_window_s``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "AutonomousConfig",
+    "ChildSpec",
+    "RestartPolicy",
+    "RestartStrategy",
+    "SupervisorConfig",
+]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def _finite_non_negative(value: float, field: str) -> float:
+    if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{field} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+class AutonomousConfig(BaseModel):
+    """How one agent runs and stops.
+
+    >>> cfg = AutonomousConfig(max_cycles=10, checkpoint_frequency=2)
+    >>> cfg.graceful_shutdown_timeout, cfg.checkpoint_on_interrupt
+    (5.0, True)
+    >>> AutonomousConfig(graceful_shutdown_timeout=-1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for AutonomousConfig
+    graceful_shutdown_timeout
+      Value error, graceful_shutdown_timeout must be a finite number of seconds >= 0, got -1.0 ...
+    """
+
+    model_config = _FROZEN
+
+    max_cycles: int | None = Field(default=None, ge=1, description="None: no limit. Counts across resumes.")
+    enable_interrupts: bool = True
+    graceful_shutdown_timeout: float = 5.0
+    immediate_shutdown_timeout: float = 5.0
+    checkpoint_on_interrupt: bool = True
+    checkpoint_frequency: int = Field(default=1, ge=0, description="Cycles between checkpoints; 0: only at the end.")
+    storage_path: Path | None = Field(default=None, description="None: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints")
+    raise_on_interrupt: bool = False
+    hook_timeout_s: float = Field(default=5.0, description="Longest a hook may run before it is abandoned.")
+    llm_provider: str | None = None
+    model: str | None = None
+
+    @field_validator("graceful_shutdown_timeout", "immediate_shutdown_timeout", "hook_timeout_s", mode="after")
+    @classmethod
+    def _timeouts(cls, value: float, info: Any) -> float:
+        return _finite_non_negative(value, info.field_name)
+
+    @field_validator("storage_path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise ValueError(f"storage_path must be a non-empty path, got {value!r}")
+        return Path(value).expanduser()
+
+
+class RestartPolicy(StrEnum):
+    """When a supervisor restarts a child (OTP's child restart types)."""
+
+    PERMANENT = "permanent"  # always restarted when it dies
+    TRANSIENT = "transient"  # restarted only if it died abnormally (killed or failed)
+    TEMPORARY = "temporary"  # never restarted
+
+
+class RestartStrategy(StrEnum):
+    """Which children a supervisor restarts when one dies (OTP's strategies)."""
+
+    ONE_FOR_ONE = "one_for_one"  # only the child that died
+    ONE_FOR_ALL = "one_for_all"  # every child
+    REST_FOR_ONE = "rest_for_one"  # the child that died and those started after it
+
+
+class ChildSpec(BaseModel):
+    """One supervised child: its agent class, logical name, config, task and restart policy.
+
+    >>> from kaizen_ray.core.agent import BaseAutonomousAgent
+    >>> class Worker(BaseAutonomousAgent):
+    ...     async def step(self, state, ctx): ...
+    >>> spec = ChildSpec(Worker, name="w1", restart="transient")
+    >>> spec.agent_cls is Worker, spec.restart
+    (True, <RestartPolicy.TRANSIENT: 'transient'>)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    agent_cls: type
+    name: str
+    config: AutonomousConfig = Field(default_factory=AutonomousConfig)
+    task: Any = None
+    restart: RestartPolicy = RestartPolicy.PERMANENT
+
+    def __init__(self, agent_cls: type | None = None, /, **data: Any) -> None:
+        if agent_cls is not None:
+            data["agent_cls"] = agent_cls
+        super().__init__(**data)
+
+    @field_validator("agent_cls")
+    @classmethod
+    def _agent_cls(cls, value: Any) -> type:
+        from kaizen_ray.core.agent import BaseAutonomousAgent
+
+        if not (isinstance(value, type) and issubclass(value, BaseAutonomousAgent)):
+            raise ValueError(f"agent_cls must be a subclass of BaseAutonomousAgent, got {value!r}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        from kaizen_ray.core.checkpoint import validate_agent_name
+
+        if "/" in value:
+            raise ValueError(f"child name {value!r} must not contain '/': the supervisor adds its own prefix")
+        return validate_agent_name(value)
+
+
+class SupervisorConfig(BaseModel):
+    """How a supervisor restarts its children, as plain data (OTP's sup_flags).
+
+    ``max_restarts`` restarts within ``restart_window_s`` seconds are allowed;
+    one more and the supervisor gives up: it stops the other children
+    gracefully and reports ``"failed"``.
+
+    >>> SupervisorConfig(strategy="one_for_all", max_restarts=5).restart_window_s
+    5.0
+    """
+
+    model_config = _FROZEN
+
+    strategy: RestartStrategy = RestartStrategy.ONE_FOR_ONE
+    max_restarts: int = Field(default=3, ge=0)
+    restart_window_s: float = 5.0
+    graceful_shutdown_timeout: float = 5.0
+    immediate_shutdown_timeout: float = 5.0
+    storage_path: Path | None = None
+
+    @field_validator("restart_window_s", "graceful_shutdown_timeout", "immediate_shutdown_timeout", mode="after")
+    @classmethod
+    def _seconds(cls, value: float, info: Any) -> float:
+        value = _finite_non_negative(value, info.field_name)
+        if info.field_name == "restart_window_s" and value == 0:
+            raise ValueError(f"restart_window_s must be > 0 seconds, got {value!r}")
+        return value
+
+    @field_validator("storage_path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        return AutonomousConfig._path(value)

@@ -1,0 +1,437 @@
+"""The interrupt model: where a stop comes from, how hard it is, and who hears of it.
+
+Semantics, stated once and implemented to the letter:
+
+* An :class:`InterruptManager` is *level-triggered*: once a request is
+  accepted it stays interrupted until :meth:`InterruptManager.reset`.
+* The **first** accepted reason is kept. Later requests never replace it.
+* The mode only **escalates**: a GRACEFUL manager accepts an IMMEDIATE request
+  (the reason stays the first one; ``mode`` becomes IMMEDIATE); every other
+  request on an interrupted manager is refused (returns ``False``).
+* Every accepted request, the first and the escalation, is appended to
+  ``history``, and is forwarded to every child at once, outside the lock.
+  Because acceptance is monotonic (at most two per episode), forwarding through
+  a loop of children (a child that is also an ancestor) stops by itself.
+* Waiters (:meth:`InterruptManager.wait`, :meth:`InterruptManager.wait_async`)
+  wake on the next accepted request after they started waiting, even if a
+  :meth:`~InterruptManager.reset` came in between: reset never orphans them.
+* Signal handlers never call into the manager directly (the interrupted main
+  thread may hold its lock): see :mod:`kaizen_ray.core.handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+logger = logging.getLogger("kaizen_ray")
+
+__all__ = [
+    "InterruptSource",
+    "InterruptMode",
+    "InterruptReason",
+    "InterruptedError",
+    "InterruptManager",
+    "InterruptTarget",
+]
+
+
+class InterruptSource(StrEnum):
+    """Who asked for the stop.
+
+    >>> InterruptSource("user") is InterruptSource.USER
+    True
+    """
+
+    USER = "user"  # a person: Ctrl+C, SIGTERM, a kernel interrupt
+    SYSTEM = "system"  # the runtime: timeout, budget, escalation
+    PROGRAMMATIC = "programmatic"  # code: an API call, a hook, another agent
+
+
+class InterruptMode(StrEnum):
+    """How hard to stop.
+
+    >>> InterruptMode.GRACEFUL.rank < InterruptMode.IMMEDIATE.rank
+    True
+    """
+
+    GRACEFUL = "graceful"  # finish the cycle in flight, checkpoint, stop
+    IMMEDIATE = "immediate"  # cancel the cycle in flight, checkpoint the last committed state, stop
+
+    @property
+    def rank(self) -> int:
+        """Order used for escalation: GRACEFUL (0) < IMMEDIATE (1)."""
+        return 0 if self is InterruptMode.GRACEFUL else 1
+
+
+class InterruptReason(BaseModel):
+    """Why an agent was asked to stop. Frozen: a reason is a fact, not a variable.
+
+    >>> r = InterruptReason(source="user", mode="graceful", message="Ctrl+C")
+    >>> (r.source, r.mode, r.timestamp.tzinfo is not None)
+    (<InterruptSource.USER: 'user'>, <InterruptMode.GRACEFUL: 'graceful'>, True)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: InterruptSource
+    mode: InterruptMode = InterruptMode.GRACEFUL
+    message: str = ""
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError(f"timestamp {value!r} has no time zone; expected an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def with_metadata(self, **extra: Any) -> InterruptReason:
+        """A copy with ``extra`` merged into ``metadata``.
+
+        >>> InterruptReason(source="system").with_metadata(handler="timeout").metadata
+        {'handler': 'timeout'}
+        """
+        return self.model_copy(update={"metadata": {**self.metadata, **extra}})
+
+
+class InterruptedError(builtins.InterruptedError):  # noqa: A001 - the contract's name
+    """Raised by a run with ``raise_on_interrupt=True`` that was interrupted.
+
+    >>> err = InterruptedError(InterruptReason(source="user"), checkpoint_id="ck-1")
+    >>> isinstance(err, builtins.InterruptedError), err.checkpoint_id
+    (True, 'ck-1')
+    """
+
+    def __init__(self, reason: InterruptReason, checkpoint_id: str | None = None) -> None:
+        self.reason = reason
+        self.checkpoint_id = checkpoint_id
+        where = f"; checkpoint {checkpoint_id}" if checkpoint_id else "; no checkpoint"
+        super().__init__(
+            f"interrupted by {reason.source.value} ({reason.mode.value}): "
+            f"{reason.message or 'no message'}{where}"
+        )
+
+    def __reduce__(self):  # keep .reason and .checkpoint_id across pickling (Ray)
+        return (type(self), (self.reason, self.checkpoint_id))
+
+
+@runtime_checkable
+class InterruptTarget(Protocol):
+    """Anything that can be told to stop: a manager, an agent or supervisor handle."""
+
+    def request_interrupt(
+        self,
+        source: InterruptSource,
+        mode: InterruptMode = ...,
+        reason: str = ...,
+        metadata: dict[str, Any] | None = ...,
+    ) -> bool: ...
+
+
+Listener = Callable[[InterruptReason, InterruptMode], None]
+
+
+class InterruptManager:
+    """Thread-safe, signal-safe interrupt state of one agent, with children to forward to.
+
+    >>> m = InterruptManager(name="parent")
+    >>> child = InterruptManager(name="child")
+    >>> m.add_child(child)
+    >>> m.request_interrupt(InterruptSource.PROGRAMMATIC, reason="enough")
+    True
+    >>> child.reason.metadata["propagated_from"]
+    'parent'
+    >>> m.request_interrupt(InterruptSource.USER)  # the first reason is kept
+    False
+    >>> m.request_interrupt(InterruptSource.USER, InterruptMode.IMMEDIATE)  # mode escalates
+    True
+    >>> (m.reason.message, m.mode.value, len(m.history))
+    ('enough', 'immediate', 2)
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._reason: InterruptReason | None = None
+        self._mode: InterruptMode | None = None
+        self._history: list[InterruptReason] = []
+        self._episode: list[InterruptReason] = []  # accepted since the last reset
+        self._undelivered: list[tuple[InterruptReason, InterruptMode]] = []
+        self._delivering = False
+        # Bumped on every accepted request: a waiter wakes when it moves,
+        # which is what keeps waiters alive across reset().
+        self._generation = 0
+        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._children: list[Any] = []
+        self._handlers: list[Any] = []
+        self._listeners: list[Listener] = []
+        self._shutdown_callbacks: list[Callable[[], Any]] = []
+
+    def __repr__(self) -> str:
+        state = self._mode.value if self._mode else "running"
+        return f"InterruptManager(name={self.name!r}, state={state}, children={len(self._children)})"
+
+    # -- state ---------------------------------------------------------------
+
+    def is_interrupted(self) -> bool:
+        """True once a request was accepted (until :meth:`reset`). Lock-free read."""
+        return self._reason is not None
+
+    @property
+    def mode(self) -> InterruptMode | None:
+        """The current mode: that of the first request, or IMMEDIATE after escalation."""
+        return self._mode
+
+    @property
+    def reason(self) -> InterruptReason | None:
+        """The first accepted reason of this episode, or None."""
+        return self._reason
+
+    @property
+    def history(self) -> list[InterruptReason]:
+        """Every accepted request, oldest first (a copy). Survives :meth:`reset`."""
+        with self._lock:
+            return list(self._history)
+
+    # -- requests ------------------------------------------------------------
+
+    def request_interrupt(
+        self,
+        source: InterruptSource | str,
+        mode: InterruptMode | str = InterruptMode.GRACEFUL,
+        reason: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Ask this manager (and so its children) to stop. Returns True if accepted.
+
+        Accepted: the first request, or an IMMEDIATE one while GRACEFUL.
+        Refused: anything else while interrupted. Never blocks on children or
+        listeners beyond their own call; never raises because a child failed.
+        """
+        try:
+            source = InterruptSource(source)
+        except ValueError:
+            raise ValueError(
+                f"source {source!r} is not an InterruptSource; expected one of "
+                f"{[s.value for s in InterruptSource]}"
+            ) from None
+        try:
+            mode = InterruptMode(mode)
+        except ValueError:
+            raise ValueError(
+                f"mode {mode!r} is not an InterruptMode; expected one of "
+                f"{[m.value for m in InterruptMode]}"
+            ) from None
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str message, got {type(reason).__name__}: {reason!r}")
+        new = InterruptReason(source=source, mode=mode, message=reason, metadata=dict(metadata or {}))
+        return self._accept(new)
+
+    def _accept(self, new: InterruptReason) -> bool:
+        with self._cond:
+            if self._mode is not None and new.mode.rank <= self._mode.rank:
+                return False
+            self._mode = new.mode  # before _reason: a lock-free reader never sees a reason without a mode
+            if self._reason is None:
+                self._reason = new
+            self._history.append(new)
+            self._episode.append(new)
+            self._generation += 1
+            self._cond.notify_all()
+            waiters = list(self._async_waiters)
+            self._async_waiters.clear()
+            self._undelivered.append((new, new.mode))
+            # If another thread (or this one, further up the stack through a
+            # loop of children) is delivering, it delivers this too, in order.
+            deliver, self._delivering = not self._delivering, True
+        logger.info("%s accepted %s %s interrupt: %s", self._label(), new.source.value, new.mode.value, new.message)
+        for loop, fut in waiters:
+            _resolve_threadsafe(loop, fut)
+        if deliver:
+            self._deliver()
+        return True
+
+    def _deliver(self) -> None:
+        # One deliverer at a time, never blocking anyone: listeners and children
+        # hear the accepted requests in the order they were accepted.
+        while True:
+            with self._lock:
+                if not self._undelivered:
+                    self._delivering = False
+                    return
+                accepted, mode = self._undelivered.pop(0)
+                listeners = list(self._listeners)
+                children = list(self._children)
+            for listener in listeners:
+                try:
+                    listener(accepted, mode)
+                except Exception:
+                    logger.exception("%s: interrupt listener %r failed", self._label(), listener)
+            self._forward(accepted, children)
+
+    def _forward(self, accepted: InterruptReason, children: list[Any]) -> None:
+        metadata = {**accepted.metadata, "propagated_from": self.name or self._label()}
+        for child in children:
+            # Handles forward without waiting for the remote reply (all at once).
+            send = getattr(child, "request_interrupt_nowait", None) or child.request_interrupt
+            try:
+                send(accepted.source, accepted.mode, accepted.message, metadata)
+            except Exception:
+                logger.exception("%s: forwarding the interrupt to %r failed", self._label(), child)
+
+    # -- waiting -------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until interrupted, or for ``timeout`` seconds.
+
+        Returns True at once if already interrupted; True if a request is
+        accepted while waiting (even if a reset() followed it); False on timeout.
+        """
+        with self._cond:
+            if self._reason is not None:
+                return True
+            start = self._generation
+            return self._cond.wait_for(lambda: self._generation != start, timeout)
+
+    async def wait_async(self) -> None:
+        """Await the next interrupt (returns at once if interrupted). Cancel-safe."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = (loop, fut)
+        with self._lock:
+            if self._reason is not None:
+                return
+            self._async_waiters.add(entry)
+        try:
+            await fut
+        finally:
+            with self._lock:
+                self._async_waiters.discard(entry)
+
+    # -- wiring ---------------------------------------------------------------
+
+    def add_handler(self, handler: Any) -> None:
+        """Attach a handler (timeout, budget, signal); it acts on this manager until removed."""
+        attach = getattr(handler, "attach", None)
+        if attach is None:
+            raise TypeError(f"{handler!r} is not an interrupt handler: it has no attach(manager) method")
+        with self._lock:
+            if any(h is handler for h in self._handlers):
+                return
+            self._handlers.append(handler)
+        try:
+            attach(self)
+        except BaseException:
+            # Never listed but not acting: a retry must be able to attach it.
+            with self._lock:
+                self._handlers = [h for h in self._handlers if h is not handler]
+            raise
+
+    def remove_handler(self, handler: Any) -> None:
+        """Detach a handler; a signal handler restores the previous signal handlers."""
+        with self._lock:
+            found = any(h is handler for h in self._handlers)
+            self._handlers = [h for h in self._handlers if h is not handler]
+        if found:
+            handler.detach(self)
+
+    @property
+    def handlers(self) -> list[Any]:
+        """The attached handlers, in the order they were added (a copy)."""
+        with self._lock:
+            return list(self._handlers)
+
+    def add_child(self, child: Any) -> None:
+        """Forward every accepted request to ``child`` (a manager or anything with
+        ``request_interrupt``). Level-triggered: a child added to an interrupted
+        manager is interrupted at once."""
+        if not callable(getattr(child, "request_interrupt", None)):
+            raise TypeError(f"{child!r} cannot be a child: it has no request_interrupt method")
+        with self._lock:
+            if child is self:
+                raise ValueError(f"{self!r} cannot be its own child")
+            if not any(c is child for c in self._children):
+                self._children.append(child)
+            replay = list(self._episode)
+        for accepted in replay:
+            self._forward(accepted, [child])
+
+    def remove_child(self, child: Any) -> None:
+        """Stop forwarding to ``child``."""
+        with self._lock:
+            self._children = [c for c in self._children if c is not child]
+
+    @property
+    def children(self) -> list[Any]:
+        """The children, in the order they were added (a copy)."""
+        with self._lock:
+            return list(self._children)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(reason, mode)`` on every accepted request, outside the lock.
+
+        Used by the agent loop to cancel the cycle in flight on IMMEDIATE. A
+        listener must be quick and must not block: it may run in a signal
+        dispatcher thread or a Ray control thread.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Undo :meth:`add_listener`."""
+        with self._lock:
+            self._listeners = [x for x in self._listeners if x is not listener]
+
+    # -- shutdown ----------------------------------------------------------------
+
+    def on_shutdown(self, callback: Callable[[], Any]) -> None:
+        """Register ``callback()`` to run by :meth:`run_shutdown_callbacks` (at the end of a run)."""
+        if not callable(callback):
+            raise TypeError(f"on_shutdown expects a callable, got {callback!r}")
+        with self._lock:
+            self._shutdown_callbacks.append(callback)
+
+    def run_shutdown_callbacks(self) -> list[BaseException]:
+        """Run the shutdown callbacks once each, newest first; return what they raised."""
+        with self._lock:
+            callbacks, self._shutdown_callbacks = self._shutdown_callbacks, []
+        errors: list[BaseException] = []
+        for callback in reversed(callbacks):
+            try:
+                callback()
+            except Exception as exc:  # noqa: BLE001 - reported, never lost
+                logger.exception("%s: shutdown callback %r failed", self._label(), callback)
+                errors.append(exc)
+        return errors
+
+    def reset(self) -> None:
+        """Clear the interrupt (not the history). Waiters keep waiting for the next one."""
+        with self._lock:
+            self._reason = None
+            self._mode = None
+            self._episode = []
+
+    def _label(self) -> str:
+        return f"InterruptManager[{self.name}]" if self.name else "InterruptManager"
+
+
+def _resolve_threadsafe(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> None:
+    def resolve() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    try:
+        loop.call_soon_threadsafe(resolve)
+    except RuntimeError:  # the waiter's loop is closed: nobody is left to wake
+        pass
