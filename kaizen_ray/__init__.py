@@ -41,7 +41,14 @@ __version__ = "0.1.0"
 
 # Names served by the Ray runtime, imported on first use so that the core (and
 # `list_checkpoints`, `load_checkpoint`) never pay for importing Ray.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "AgentGoneError": "kaizen_ray.runtime.handles",
+    "AgentHandle": "kaizen_ray.runtime.handles",
+    "InterruptManagerProxy": "kaizen_ray.runtime.handles",
+    "get_agent": "kaizen_ray.runtime.handles",
+    "Supervisor": "kaizen_ray.runtime.supervisor",
+    "SupervisorHandle": "kaizen_ray.runtime.supervisor",
+}
 
 __all__ = [
     "AgentPhase",

@@ -1,6 +1,6 @@
 """The ``kaizen-ray`` command.
 
-    kaizen-ray demo [--in-process] [--storage PATH]   the README's main job
+    kaizen-ray demo [--in-process] [--dashboard] [--storage PATH]   the README's main job
     kaizen-ray checkpoints [--storage PATH] [--agent NAME]   list saved checkpoints
 """
 
@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo: interrupt agents and resume them")
     demo.add_argument("--storage", help="checkpoint folder (default: a fresh temporary folder)")
+    demo.add_argument("--in-process", action="store_true", help="one agent, no Ray: a timeout, then resume")
+    demo.add_argument("--dashboard", action="store_true", help="start the Ray dashboard too")
     listing = sub.add_parser("checkpoints", help="list checkpoints (no Ray needed)")
     listing.add_argument("--storage", help="checkpoint folder (default: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints)")
     listing.add_argument("--agent", help="only this agent's checkpoints")
@@ -31,9 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
-        from kaizen_ray._demo import run_in_process_demo
+        from kaizen_ray._demo import run_in_process_demo, run_swarm_demo
 
-        run_in_process_demo(print, args.storage)
+        if args.in_process:
+            run_in_process_demo(print, args.storage)
+        else:
+            run_swarm_demo(print, args.storage, dashboard=args.dashboard)
         return 0
     if args.command == "checkpoints":
         from kaizen_ray.core.checkpoint import list_checkpoints

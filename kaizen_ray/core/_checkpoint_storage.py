@@ -76,6 +76,36 @@ def _make_private_dirs(path: Path) -> None:
 def _why(exc: OSError) -> str:
     return f"{type(exc).__name__}: {exc}"
 
+def atomic_write_bytes(final: Path, data: bytes) -> None:
+    """Write ``data`` to ``final`` so that readers see the old file or the whole new one.
+
+    Temp file in the same private folder (0700; file 0600), fsync, rename,
+    fsync of the folder. On failure the temp file is removed and the OSError
+    raised; ``final`` is untouched.
+
+    >>> import tempfile; target = Path(tempfile.mkdtemp()) / "sub" / "x.bin"
+    >>> atomic_write_bytes(target, b"hi"); target.read_bytes(), oct(target.stat().st_mode & 0o777)
+    (b'hi', '0o600')
+    """
+    folder = final.parent
+    _make_private_dirs(folder)
+    tmp = folder / f".{final.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o600)  # the umask may have taken bits off
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
 
 class FileCheckpointStorage:
     """Checkpoints as files under one folder, written atomically and verified on read.
@@ -125,31 +155,10 @@ class FileCheckpointStorage:
         the temp file is removed and the error raised (OSError as CheckpointStorageError).
         """
         final = self.path_for(agent, checkpoint_id)
-        folder = final.parent
-        tmp = folder / f".{checkpoint_id}.{secrets.token_hex(4)}.tmp"
         try:
-            _make_private_dirs(folder)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+            atomic_write_bytes(final, data)
         except OSError as exc:
-            raise CheckpointStorageError(self.path, _why(exc)) from exc
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if hasattr(os, "fchmod"):
-                    os.fchmod(f.fileno(), 0o600)  # the umask may have taken bits off
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise CheckpointStorageError(self.path, f"writing {final}: {_why(exc)}") from exc
-            raise
-        try:
-            _fsync_dir(folder)
-        except OSError as exc:
-            raise CheckpointStorageError(self.path, f"syncing {folder}: {_why(exc)}") from exc
+            raise CheckpointStorageError(self.path, f"writing {final}: {_why(exc)}") from exc
         logger.debug("wrote checkpoint %s (%d bytes)", final, len(data))
         return final
 

@@ -12,7 +12,10 @@ Cancellation semantics, precisely:
   (SYSTEM, ``metadata["handler"] == "escalation"``), by a deadline thread that
   a blocked event loop cannot delay.
 * IMMEDIATE: an async step is cancelled (it sees ``CancelledError`` at its next
-  await) and its result, if it returns one anyway, is discarded. A sync step
+  await) and its result, if it returns one anyway, is discarded. Precisely: a
+  cycle is committed only if no IMMEDIATE stop was accepted before its result
+  reached the loop, so a step that saw ``ctx.interrupted`` and returned early
+  is never half-committed. A sync step
   runs in a thread, which cannot be cancelled: the run waits up to
   ``immediate_shutdown_timeout`` for it, discards its result, and stops either
   way (in-process the thread is abandoned; on Ray the actor is killed).
@@ -149,9 +152,37 @@ class BaseAutonomousAgent:
         self.cycle = 0
         self.cost = 0.0
         self.last_checkpoint_id: str | None = None
+        # The manager generation a finished run already stopped for: a new run
+        # (a resume) starts clear of it, but not of a request made since.
+        self._handled_generation: int | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, phase={self.phase.value}, cycle={self.cycle})"
+
+    @classmethod
+    def spawn(
+        cls,
+        config: AutonomousConfig | dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        namespace: str | None = None,
+        lifetime: str | None = None,
+        **actor_options: Any,
+    ) -> Any:
+        """Start this agent in its own Ray actor; returns an ``AgentHandle``.
+
+        ``lifetime="detached"`` keeps it running after the driver exits (in
+        ``namespace``, default ``"kaizen"``), to be found with ``kr.get_agent``.
+        Other keyword arguments go to Ray's ``.options()`` (``num_cpus``, ...).
+
+        >>> handle = MyAgent.spawn(config=AutonomousConfig(), name="a1")  # doctest: +SKIP
+        >>> handle.run("task")["status"]                                   # doctest: +SKIP
+        'completed'
+        """
+        # The Ray shell is imported here, on use: the core itself never imports Ray.
+        from kaizen_ray.runtime.handles import spawn_agent
+
+        return spawn_agent(cls, config, name=name, namespace=namespace, lifetime=lifetime, **actor_options)
 
     # -- what users write ------------------------------------------------------
 
@@ -234,6 +265,8 @@ class _Run:
 
     async def execute(self, task: Any, resume_from: str | None) -> dict[str, Any]:
         agent, mgr = self.agent, self.mgr
+        if mgr.is_interrupted() and mgr.generation == agent._handled_generation:
+            mgr.reset()
         state, output, done = await self._initial(task, resume_from)
         agent._move(AgentPhase.RUNNING)
         if self.cfg.enable_interrupts:
@@ -330,6 +363,9 @@ class _Run:
             # Spend is a fact even for a cancelled cycle; settle before the next one.
             agent.cost += ctx.cycle_cost
             await agent._budget.settle()
+            warning = agent._budget.take_warning()
+            if warning is not None:
+                await self._hook(HookEvent.BUDGET_WARNING, state, metadata={"budget": warning})
         if not isinstance(result, StepResult):
             raise TypeError(
                 f"{type(agent).__name__}.step must return a StepResult, got {type(result).__name__}: {result!r:.200}"
@@ -347,8 +383,8 @@ class _Run:
             raise
         finally:
             immediate.cancel()
-        if step.done():  # finished before (or as) the IMMEDIATE came: a completed cycle
-            return step.result()
+        if step.done() and self.mgr.mode is not InterruptMode.IMMEDIATE:
+            return step.result()  # finished, and no IMMEDIATE came first: a completed cycle
         step.cancel()
         raise _CycleCancelled(step, call, time.monotonic())
 
@@ -422,6 +458,8 @@ class _Run:
     def _end(self, status: CheckpointStatus) -> None:
         shared_scheduler().cancel(self.escalation_key)
         mgr = self.mgr
+        if mgr.is_interrupted():
+            self.agent._handled_generation = mgr.generation
         if self.cfg.enable_interrupts:
             for handler in mgr.handlers:
                 try:

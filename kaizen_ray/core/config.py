@@ -78,8 +78,8 @@ class AutonomousConfig(BaseModel):
 class RestartPolicy(StrEnum):
     """When a supervisor restarts a child (OTP's child restart types)."""
 
-    PERMANENT = "permanent"  # always restarted when it dies
-    TRANSIENT = "transient"  # restarted only if it died abnormally (killed or failed)
+    PERMANENT = "permanent"  # restarted after its actor crashed or its step failed
+    TRANSIENT = "transient"  # restarted after its actor crashed only
     TEMPORARY = "temporary"  # never restarted
 
 

@@ -40,6 +40,9 @@ class BudgetClient(Protocol):
     def snapshot(self) -> dict[str, Any] | None:
         """Spend and remaining budget of the scope, for status(); None without a budget."""
 
+    def take_warning(self) -> dict[str, Any] | None:
+        """Once: the budget snapshot if this agent's spend crossed the warning threshold."""
+
 
 class LocalBudgetClient:
     """In-process: the :class:`~kaizen_ray.core.handlers.BudgetInterruptHandler` s on a manager."""
@@ -47,6 +50,7 @@ class LocalBudgetClient:
     def __init__(self, manager: InterruptManager) -> None:
         self._manager = manager
         self._reservations: list[tuple[Any, Any]] = []  # (handler, reservation) of this cycle
+        self._warning: dict[str, Any] | None = None
 
     def _handlers(self) -> list[Any]:
         from kaizen_ray.core.handlers import BudgetInterruptHandler
@@ -56,7 +60,8 @@ class LocalBudgetClient:
     def charge(self, amount: float) -> None:
         for handler in self._handlers():
             rid = next((r.id for h, r in self._reservations if h is handler), None)
-            handler.charge(amount, manager=self._manager, reservation_id=rid)
+            if handler.charge(amount, manager=self._manager, reservation_id=rid).warning:
+                self._warning = handler.snapshot()
 
     async def reserve(self, amount: float) -> bool:
         granted: list[tuple[Any, Any]] = []
@@ -78,6 +83,10 @@ class LocalBudgetClient:
     def snapshot(self) -> dict[str, Any] | None:
         handlers = self._handlers()
         return handlers[0].snapshot() if handlers else None
+
+    def take_warning(self) -> dict[str, Any] | None:
+        warning, self._warning = self._warning, None
+        return warning
 
 
 class CheckpointSink(Protocol):

@@ -199,6 +199,17 @@ class InterruptManager:
         return self._reason
 
     @property
+    def episode(self) -> list[InterruptReason]:
+        """The requests accepted since the last :meth:`reset` (the first, then any escalation)."""
+        with self._lock:
+            return list(self._episode)
+
+    @property
+    def generation(self) -> int:
+        """How many requests this manager has accepted, ever (resets never lower it)."""
+        return self._generation
+
+    @property
     def history(self) -> list[InterruptReason]:
         """Every accepted request, oldest first (a copy). Survives :meth:`reset`."""
         with self._lock:

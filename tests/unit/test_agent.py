@@ -411,3 +411,23 @@ def test_bad_config_names_the_field_and_value():
         kr.AutonomousConfig(checkpoint_frequency=-1)
     with pytest.raises(TypeError, match="config must be"):
         Counter(config=42)
+
+
+def test_a_new_run_starts_clear_of_an_interrupt_the_last_run_stopped_for(tmp_path):
+    agent = Counter(config=cfg(tmp_path))
+    agent.interrupt_manager.request_interrupt("user", reason="first stop")
+    first = run(agent.run_autonomous(3))
+    assert (first["status"], first["cycles"]) == ("interrupted", 0)
+    again = run(agent.run_autonomous(resume_from_checkpoint=first["checkpoint_id"]))
+    assert (again["status"], again["cycles"]) == ("completed", 3)
+    assert [r.message for r in agent.interrupt_manager.history] == ["first stop"]
+
+
+def test_a_request_made_between_runs_still_stops_the_next_run(tmp_path):
+    agent = Counter(config=cfg(tmp_path))
+    agent.interrupt_manager.request_interrupt("user", reason="first stop")
+    run(agent.run_autonomous(3))
+    agent.interrupt_manager.reset()
+    agent.interrupt_manager.request_interrupt("programmatic", reason="not yet")
+    again = run(agent.run_autonomous(resume_from_checkpoint="latest"))
+    assert (again["status"], again["cycles"], again["interrupt_reason"].message) == ("interrupted", 0, "not yet")

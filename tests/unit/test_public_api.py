@@ -26,6 +26,8 @@ EXPECTED = {
     "Checkpoint", "CheckpointInfo", "CheckpointStatus", "list_checkpoints", "load_checkpoint",
     "CheckpointError", "CheckpointNotFoundError", "CheckpointCorruptError",
     "CheckpointSerializationError", "CheckpointStorageError",
+    # The Ray runtime (imported on first use)
+    "AgentHandle", "AgentGoneError", "InterruptManagerProxy", "Supervisor", "SupervisorHandle", "get_agent",
 }  # fmt: skip
 
 

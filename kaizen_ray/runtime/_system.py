@@ -1,0 +1,102 @@
+"""Timeout and budget handlers added to an actor, carried out by the timer and budget actors.
+
+Shared by agent and supervisor actors. A :class:`TimeoutInterruptHandler`
+becomes a deadline on the namespace's timer actor, scheduled when a run
+starts (counting from that moment) and cancelled when it ends. A
+:class:`BudgetInterruptHandler` becomes a budget scope actor owned by this
+actor, which subscribes to it; a supervisor hands its scopes to its children
+so that they all charge one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import ray
+
+from kaizen_ray.core.handlers import BudgetInterruptHandler, TimeoutInterruptHandler
+from kaizen_ray.runtime.budget import create_budget_scope
+from kaizen_ray.runtime.timer import get_or_create_timer
+
+logger = logging.getLogger("kaizen_ray.runtime")
+
+__all__ = ["SystemHandlers"]
+
+
+class SystemHandlers:
+    """The SYSTEM handlers of one actor (``owner``), by key."""
+
+    def __init__(self, owner: str, storage_path: str, namespace: str | None) -> None:
+        self.owner = owner
+        self.storage_path = storage_path
+        self.namespace = namespace
+        self.timeouts: dict[str, TimeoutInterruptHandler] = {}
+        self.scopes: dict[str, Any] = {}
+        self._scheduled: dict[str, str] = {}  # handler key -> timer key of the current run
+        self._run_started: float | None = None
+        self._timer: Any = None
+
+    def _me(self) -> Any:
+        return ray.get_runtime_context().current_actor
+
+    def _timer_actor(self) -> Any:
+        if self._timer is None:
+            self._timer = get_or_create_timer(self.namespace)
+        return self._timer
+
+    async def add(self, handler: Any) -> str:
+        """Register ``handler``; returns its key (for :meth:`remove`)."""
+        key = f"{type(handler).__name__}-{uuid.uuid4().hex[:8]}"
+        if isinstance(handler, TimeoutInterruptHandler):
+            self.timeouts[key] = handler
+            if self._run_started is not None:  # added mid-run: counts from the run's start too
+                await self._schedule(key, handler)
+        elif isinstance(handler, BudgetInterruptHandler):
+            scope = create_budget_scope(self.owner, handler, self.storage_path, self.namespace)
+            await scope.subscribe.remote(self._me(), self.owner)
+            self.scopes[key] = scope
+        else:
+            raise TypeError(f"{handler!r} cannot be carried out by an actor; expected a Timeout- or BudgetInterruptHandler")
+        return key
+
+    async def remove(self, key: str) -> Any:
+        """Unregister; returns the budget scope actor that was dropped, if any."""
+        if key in self.timeouts:
+            del self.timeouts[key]
+            timer_key = self._scheduled.pop(key, None)
+            if timer_key is not None:
+                await self._timer_actor().cancel.remote(timer_key)
+            return None
+        if key in self.scopes:
+            return self.scopes.pop(key)
+        raise KeyError(f"no handler with key {key!r} on {self.owner!r}; known: {sorted({*self.timeouts, *self.scopes})}")
+
+    async def _schedule(self, key: str, handler: TimeoutInterruptHandler) -> None:
+        assert self._run_started is not None
+        timer_key = f"{self.owner}/{key}/{uuid.uuid4().hex[:8]}"
+        self._scheduled[key] = timer_key
+        await self._timer_actor().schedule.remote(
+            timer_key, self._me(), self.owner, self._run_started, handler.timeout_seconds, handler.mode.value
+        )
+
+    async def run_started(self) -> None:
+        """Schedule every timeout, counting from now (wall clock)."""
+        self._run_started = time.time()
+        for key, handler in self.timeouts.items():
+            await self._schedule(key, handler)
+
+    async def run_ended(self) -> None:
+        """Cancel the run's deadlines (fire and forget: a dead timer must not hold the run)."""
+        self._run_started = None
+        scheduled, self._scheduled = self._scheduled, {}
+        for timer_key in scheduled.values():
+            self._timer_actor().cancel.remote(timer_key)
+
+    async def budget_snapshot(self) -> dict[str, Any] | None:
+        """The first scope's ledger (spent, remaining, ...), or None without a budget."""
+        for scope in self.scopes.values():
+            return await scope.snapshot.remote()
+        return None

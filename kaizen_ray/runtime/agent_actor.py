@@ -1,0 +1,359 @@
+"""One agent per Ray actor.
+
+The run executes on the actor's default event loop; every control call
+(interrupts, status, wiring) runs in the ``control`` concurrency group, which
+has its own thread and event loop, so it reaches the actor within milliseconds
+while a step runs, whether the step awaits or blocks. The two meet only
+through thread-safe objects: the :class:`InterruptManager` and
+``loop.call_soon_threadsafe``.
+
+Kill deadline: once an IMMEDIATE stop is accepted during a run, the run has
+``immediate_shutdown_timeout`` seconds to return. ``wait_kill_deadline``
+resolves when that time is up with the run still going; whoever watches the
+run (see :mod:`kaizen_ray.runtime._watch`) then kills the actor. The deadline
+is kept by a thread of the actor's process, so a blocked event loop cannot
+hold it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import ray
+
+from kaizen_ray.core.agent import BaseAutonomousAgent
+from kaizen_ray.core.checkpoint import Checkpoint, CheckpointCorruptError, decode_checkpoint, encode_checkpoint
+from kaizen_ray.core.config import AutonomousConfig
+from kaizen_ray.core.deadlines import shared_scheduler
+from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
+
+logger = logging.getLogger("kaizen_ray.runtime")
+
+__all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "StoreSink", "load_from_store", "shippable_result"]
+
+
+class StoreSink:
+    """The agent's checkpoint sink on Ray: encode here, keep and flush in the store actor."""
+
+    def __init__(self, store: Any, storage_path: str) -> None:
+        self.store = store
+        self.storage_path = storage_path
+
+    async def save(self, checkpoint: Checkpoint, *, durable: bool) -> str:
+        data = encode_checkpoint(checkpoint)  # a state cloudpickle refuses fails here, naming agent and type
+        return await self.store.save.remote(self.storage_path, checkpoint.agent, checkpoint.id, data, durable)
+
+    async def load(self, agent: str, checkpoint_id: str) -> Checkpoint:
+        return await load_from_store(self.store, self.storage_path, agent, checkpoint_id)
+
+
+async def load_from_store(store: Any, storage_path: str, agent: str, checkpoint_id: str) -> Checkpoint:
+    """A checkpoint by id, or ``"latest"``: the newest good one of ``agent`` (corrupt ones skipped)."""
+    from kaizen_ray.core.checkpoint import CheckpointNotFoundError
+
+    if checkpoint_id != "latest":
+        return await _load_one(store, storage_path, checkpoint_id)
+    for candidate in await store.candidates.remote(storage_path, agent):
+        try:
+            return await _load_one(store, storage_path, candidate)
+        except CheckpointCorruptError as exc:
+            logger.warning("skipping checkpoint %s of %s: %s", candidate, agent, exc)
+    raise CheckpointNotFoundError("latest", storage_path, hint=f"agent {agent!r} has no good checkpoint there")
+
+
+async def _load_one(store: Any, storage_path: str, checkpoint_id: str) -> Checkpoint:
+    kind, where = await store.locate.remote(storage_path, checkpoint_id)
+    if kind == "ref":
+        data = await where[0]
+        return decode_checkpoint(data, source=f"object store ({checkpoint_id})")
+    from kaizen_ray.core.checkpoint import FileCheckpointStorage
+
+    return await asyncio.to_thread(FileCheckpointStorage(storage_path).load, checkpoint_id)
+
+
+class AgentRuntime:
+    """The agent inside its actor, without Ray: run, control, and the kill deadline.
+
+    >>> from kaizen_ray.core.agent import StepResult
+    >>> class Once(BaseAutonomousAgent):
+    ...     async def step(self, state, ctx):
+    ...         return StepResult(state, done=True)
+    >>> import tempfile; cfg = AutonomousConfig(storage_path=tempfile.mkdtemp())
+    >>> rt = AgentRuntime(Once, "once", cfg)
+    >>> asyncio.run(rt.run(None, None))["status"]
+    'completed'
+    """
+
+    def __init__(
+        self,
+        agent_cls: type[BaseAutonomousAgent],
+        name: str,
+        config: AutonomousConfig,
+        sink: Any = None,
+        budget: Any = None,
+    ) -> None:
+        agent = agent_cls(config=config, name=name)
+        if agent.name != name:
+            raise TypeError(
+                f"{agent_cls.__name__}.__init__ must pass name= on to BaseAutonomousAgent.__init__ "
+                f"(expected agent name {name!r}, got {agent.name!r})"
+            )
+        if sink is not None:
+            agent._sink = sink
+        if budget is not None:
+            agent._budget = budget
+        agent.abandon_stuck_steps = False  # on Ray a stuck step costs the actor, not a leaked thread
+        self.agent = agent
+        self.manager = agent.interrupt_manager
+        self._lock = threading.Lock()
+        self._running = False
+        self._kill_key = ("kill", id(self))
+        self._kill_snapshot: dict[str, Any] | None = None
+        self._kill_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any] | None]]] = []
+        self.manager.add_listener(self._on_interrupt)
+
+    def __repr__(self) -> str:
+        return repr(self.agent)
+
+    def _on_interrupt(self, reason: InterruptReason, mode: InterruptMode) -> None:
+        if mode is InterruptMode.IMMEDIATE and self._running:
+            self._arm_kill()
+
+    def _arm_kill(self) -> None:
+        timeout = self.agent.config.immediate_shutdown_timeout
+        shared_scheduler().call_later(self._kill_key, timeout, self._kill_due)
+
+    def _kill_due(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            self._kill_snapshot = self.status()
+            waiters, self._kill_waiters = self._kill_waiters, []
+        logger.warning("%s did not stop within immediate_shutdown_timeout: asking for its kill", self.agent.name)
+        for loop, fut in waiters:
+            _resolve(loop, fut, self._kill_snapshot)
+
+    async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
+        """Run the agent; the result dict of the core loop."""
+        with self._lock:
+            self._running, self._kill_snapshot = True, None
+        if self.manager.mode is InterruptMode.IMMEDIATE:  # level-triggered
+            self._arm_kill()
+        try:
+            return await self.agent.run_autonomous(task, resume_from_checkpoint)
+        finally:
+            shared_scheduler().cancel(self._kill_key)
+            with self._lock:
+                # The snapshot was this run's: a watcher of the next run must not see it.
+                self._running, self._kill_snapshot = False, None
+                waiters, self._kill_waiters = self._kill_waiters, []
+            for loop, fut in waiters:
+                _resolve(loop, fut, None)
+
+    async def wait_kill_deadline(self) -> dict[str, Any] | None:
+        """Resolves with a status snapshot when the kill deadline passes, or None when the run ends first."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        with self._lock:
+            if self._kill_snapshot is not None:
+                return self._kill_snapshot
+            self._kill_waiters.append((loop, fut))
+        return await fut
+
+    def status(self) -> dict[str, Any]:
+        """The agent's status dict (phase, cycle, cost, interrupt, budget)."""
+        return self.agent.status()
+
+
+def _resolve(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], value: Any) -> None:
+    def settle() -> None:
+        if not fut.done():
+            fut.set_result(value)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass
+
+
+class ControlMethods:
+    """Control calls both actor kinds share, in the ``control`` concurrency group.
+
+    Subclasses set ``self._name``, ``self._storage_path``, ``self._kind`` and
+    provide ``_manager()``, ``_status()`` and ``_wait_kill_deadline()``.
+    """
+
+    _name: str
+    _storage_path: str
+    _kind: str
+
+    def _manager(self) -> Any:
+        raise NotImplementedError
+
+    @ray.method(concurrency_group="control")
+    async def request_interrupt(self, source: str, mode: str, reason: str, metadata: dict[str, Any] | None) -> bool:
+        return self._manager().request_interrupt(source, mode, reason, metadata)
+
+    @ray.method(concurrency_group="control")
+    async def status(self) -> dict[str, Any]:
+        return await self._status()
+
+    @ray.method(concurrency_group="control")
+    async def add_handler(self, handler: Any) -> str:
+        """A Timeout- or BudgetInterruptHandler, carried out by the timer / budget actors; returns its key."""
+        key = await self._system.add(handler)
+        if key in self._system.scopes:
+            await self._use_scope(self._system.scopes[key])
+        return key
+
+    @ray.method(concurrency_group="control")
+    async def remove_handler(self, key: str) -> None:
+        scope = await self._system.remove(key)
+        if scope is not None:
+            await self._drop_scope(scope)
+
+    async def _use_scope(self, scope: Any) -> None:
+        raise NotImplementedError
+
+    async def _drop_scope(self, scope: Any) -> None:
+        raise NotImplementedError
+
+    @ray.method(concurrency_group="control")
+    async def describe(self) -> dict[str, Any]:
+        """What a handle needs to be rebuilt from the actor alone (``kr.get_agent``)."""
+        return {"name": self._name, "storage_path": self._storage_path, "kind": self._kind}
+
+    @ray.method(concurrency_group="control")
+    async def wait_kill_deadline(self) -> dict[str, Any] | None:
+        return await self._wait_kill_deadline()
+
+    @ray.method(concurrency_group="control")
+    async def manager_call(self, method: str, *args: Any) -> Any:
+        """The manager methods the driver-side proxy forwards (see handles.InterruptManagerProxy)."""
+        if method not in _MANAGER_CALLS:
+            raise AttributeError(f"{method!r} is not a forwarded InterruptManager method; expected one of {sorted(_MANAGER_CALLS)}")
+        manager = self._manager()
+        if method == "wait":
+            timeout = args[0] if args else None
+            try:
+                await asyncio.wait_for(manager.wait_async(), timeout)
+            except TimeoutError:
+                return False
+            return True
+        value = getattr(manager, method)
+        return value(*args) if callable(value) else value
+
+
+@ray.remote(concurrency_groups={"control": 16}, max_restarts=0)
+class AgentActor(ControlMethods):
+    """The Ray actor of one agent. Made by ``MyAgent.spawn(...)``; use the returned handle."""
+
+    _kind = "agent"
+
+    def __init__(
+        self,
+        agent_cls: type[BaseAutonomousAgent],
+        name: str,
+        config: AutonomousConfig,
+        storage_path: str,
+        namespace: str | None,
+    ) -> None:
+        from kaizen_ray.runtime.checkpoints import get_or_create_store
+
+        from kaizen_ray.core.context import LocalBudgetClient
+        from kaizen_ray.runtime._system import SystemHandlers
+        from kaizen_ray.runtime.budget import RayBudgetClient
+
+        self._name = name
+        self._storage_path = storage_path
+        self._runtime = AgentRuntime(agent_cls, name, config, sink=StoreSink(get_or_create_store(namespace), storage_path))
+        manager = self._runtime.manager
+        # Budget scopes on Ray, plus any handler the agent attached to its own manager.
+        self._budget = RayBudgetClient(name, manager, local=LocalBudgetClient(manager))
+        self._runtime.agent._budget = self._budget
+        self._system = SystemHandlers(name, storage_path, namespace)
+
+    def __repr__(self) -> str:
+        runtime = getattr(self, "_runtime", None)
+        if runtime is None:  # __init__ failed: Ray still asks for the repr to report it
+            return f"AgentActor({getattr(self, '_name', '?')}, not started)"
+        agent = runtime.agent
+        return f"AgentActor({self._name}, {type(agent).__name__}, {agent.phase.value}, cycle={agent.cycle})"
+
+    def _manager(self) -> Any:
+        return self._runtime.manager
+
+    async def _status(self) -> dict[str, Any]:
+        status = self._runtime.status()
+        if self._system.scopes:
+            status["budget"] = await self._system.budget_snapshot()
+        return status
+
+    async def _wait_kill_deadline(self) -> dict[str, Any] | None:
+        return await self._runtime.wait_kill_deadline()
+
+    @ray.method(concurrency_group="control")
+    async def use_budget_scope(self, scope: Any) -> None:
+        """Charge ``scope`` too (a supervisor's shared budget)."""
+        await self._use_scope(scope)
+
+    async def _use_scope(self, scope: Any) -> None:
+        self._budget.add_scope(scope)
+
+    async def _drop_scope(self, scope: Any) -> None:
+        self._budget.remove_scope(scope)
+
+    async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
+        await self._system.run_started()
+        try:
+            return shippable_result(await self._runtime.run(task, resume_from_checkpoint))
+        finally:
+            await self._system.run_ended()
+
+
+def shippable_result(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` made picklable for its trip to the caller: a state or output cloudpickle refuses is dropped.
+
+    Ray would otherwise fail the call with a bare ``TypeError`` that names
+    neither the agent nor where the culprit is; the error says both instead
+    (the run's own error, if any, is kept: it usually names the same culprit).
+
+    >>> import threading
+    >>> r = shippable_result({"agent": "a1", "state": {"lock": threading.Lock()}, "output": None, "error": None})
+    >>> r["state"], str(r["error"]).split(";")[0]
+    (None, "cannot checkpoint agent 'a1': result['state']['lock'] is a _thread.lock")
+    """
+    try:
+        ray.cloudpickle.dumps(result)
+        return result
+    except Exception:  # noqa: BLE001 - found and reported key by key below
+        pass
+    from kaizen_ray.core._checkpoint_format import _find_unpicklable
+    from kaizen_ray.core.checkpoint import CheckpointSerializationError, _type_name
+
+    result = dict(result)
+    for key in ("state", "output"):
+        try:
+            ray.cloudpickle.dumps(result[key])
+        except Exception as exc:  # noqa: BLE001 - reported in the result's error
+            where, culprit = _find_unpicklable(result[key], f"result[{key!r}]")
+            error = CheckpointSerializationError(
+                result["agent"], _type_name(culprit), where,
+                f"cloudpickle cannot serialise it ({type(exc).__name__}: {exc}); it is left out of the result",
+            )
+            logger.error("%s", error)
+            result[key] = None
+            if result.get("error") is None:
+                result["error"] = error
+    return result
+
+
+_MANAGER_CALLS = frozenset(
+    {
+        "is_interrupted", "mode", "reason", "history", "reset", "wait",
+        "add_child", "remove_child", "on_shutdown",
+    }
+)  # fmt: skip

@@ -1,0 +1,230 @@
+"""Budget scopes on Ray: a named actor per scope, and the agents' client of it.
+
+A scope is made when a :class:`BudgetInterruptHandler` is added to a handle:
+an agent alone charges its own scope; every child of a supervisor charges the
+supervisor's one. The actor runs the core handler itself (ledger, messages,
+one-shot warning) with its subscribers as the handler's "managers", so a
+spent budget or a refused reservation sends every subscriber a SYSTEM
+interrupt (``metadata["handler"] == "budget"``, with ``max_cost`` and
+``spent``) in the handler's mode.
+
+Durability: the ledger is written (atomically) to
+``<storage_path>/.budgets/<scope>.json`` before any call that changed it
+answers, and reloaded by ``__init__``, which Ray re-runs when it restarts the
+actor (``max_restarts=-1``): a crash can never give spent money back.
+
+Settling: agents charge locally during a cycle and settle once, before the
+next cycle starts. A settle that finds the budget exhausted also interrupts
+the settling agent in its own process at once, so it stops at that very
+boundary: overshoot is at most one cycle's charges per agent, and none when
+every charge is covered by a reservation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from kaizen_ray.core._checkpoint_storage import atomic_write_bytes
+from kaizen_ray.core.handlers import BudgetInterruptHandler
+from kaizen_ray.core.interrupts import InterruptMode, InterruptSource
+
+logger = logging.getLogger("kaizen_ray.budget")
+
+__all__ = ["BudgetActor", "BudgetScope", "RayBudgetClient", "create_budget_scope"]
+
+BUDGET_PREFIX = "kaizen-budget"
+
+
+class _Subscriber:
+    """An actor as one of the handler's 'managers': interrupts go out fire-and-forget."""
+
+    def __init__(self, actor: Any, name: str) -> None:
+        self.actor, self.name = actor, name
+
+    def request_interrupt(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> bool:
+        self.actor.request_interrupt.remote(InterruptSource(source).value, InterruptMode(mode).value, reason, metadata)
+        return True
+
+
+class BudgetScope:
+    """One budget scope without Ray: the core handler, subscribers, and the ledger on disk.
+
+    >>> import tempfile
+    >>> scope = BudgetScope("s1", BudgetInterruptHandler(1.0), Path(tempfile.mkdtemp()) / "s1.json")
+    >>> scope.settle("a1", [(0.4, None)], [])["spent"]
+    0.4
+    >>> BudgetScope("s1", BudgetInterruptHandler(1.0), scope.path).snapshot()["spent"]  # reloaded
+    0.4
+    """
+
+    def __init__(self, scope: str, handler: BudgetInterruptHandler, path: Path) -> None:
+        self.scope = scope
+        self.handler = handler
+        self.path = path
+        if path.exists():
+            handler.ledger.restore(json.loads(path.read_text()))
+            logger.info("budget %s reloaded: spent %g of %g", scope, handler.spent, handler.max_cost)
+        else:
+            self._persist()
+
+    def _persist(self) -> None:
+        atomic_write_bytes(self.path, json.dumps(self.handler.snapshot()).encode())
+
+    def subscribe(self, actor: Any, name: str) -> None:
+        """Send ``actor`` this scope's interrupts; at once if the budget is already spent."""
+        self.handler.attach(_Subscriber(actor, name))  # level-triggered inside the handler
+
+    def reserve(self, agent: str, amount: float) -> str | None:
+        """A reservation id, or None (refused: every subscriber is interrupted)."""
+        reservation = self.handler.reserve(amount)
+        self._persist()
+        return None if reservation is None else reservation.id
+
+    def settle(self, agent: str, charges: list[tuple[float, str | None]], release: list[str]) -> dict[str, Any]:
+        """Record a cycle's charges, release its reservations; the ledger after, with ``stop`` info.
+
+        ``warning`` is True in the one answer whose charges crossed the warning threshold.
+        """
+        warning = False
+        for amount, reservation_id in charges:
+            warning |= self.handler.charge(amount, reservation_id=reservation_id).warning
+        for reservation_id in release:
+            self.handler.release(reservation_id)
+        self._persist()
+        return {**self._answer(), "warning": warning}
+
+    def _answer(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        if snap["exhausted"]:
+            snap["stop"] = {
+                "mode": self.handler.mode.value,
+                "message": f"budget exhausted: spent {snap['spent']:g} of {snap['max_cost']:g}",
+                "metadata": {"handler": "budget", "max_cost": snap["max_cost"], "spent": snap["spent"], "scope": self.scope},
+            }
+        return snap
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.handler.snapshot(), "scope": self.scope}
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class BudgetActor:
+    """A named budget scope (``kaizen-budget/<owner>/<id>``); made by ``create_budget_scope``."""
+
+    def __init__(self, scope: str, handler: BudgetInterruptHandler, path: str) -> None:
+        self._scope = BudgetScope(scope, handler, Path(path))
+
+    def __repr__(self) -> str:
+        h = self._scope.handler
+        return f"BudgetActor({self._scope.scope}, spent={h.spent:g}, max_cost={h.max_cost:g})"
+
+    def subscribe(self, actor: Any, name: str) -> None:
+        self._scope.subscribe(actor, name)
+
+    def reserve(self, agent: str, amount: float) -> tuple[str | None, dict[str, Any]]:
+        reservation_id = self._scope.reserve(agent, amount)
+        return reservation_id, self._scope._answer()
+
+    def settle(self, agent: str, charges: list[tuple[float, str | None]], release: list[str]) -> dict[str, Any]:
+        return self._scope.settle(agent, charges, release)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._scope.snapshot()
+
+
+def create_budget_scope(owner: str, handler: BudgetInterruptHandler, storage_path: str, namespace: str | None) -> Any:
+    """A new budget actor for ``owner``'s handler, its ledger under ``storage_path/.budgets``."""
+    scope_id = uuid.uuid4().hex[:12]
+    scope = f"{BUDGET_PREFIX}/{owner}/{scope_id}"
+    path = Path(storage_path) / ".budgets" / f"{owner.replace('/', '%2F')}-{scope_id}.json"
+    options: dict[str, Any] = {"name": scope}
+    if namespace:
+        options["namespace"] = namespace
+    return BudgetActor.options(**options).remote(scope, handler, str(path))
+
+
+class RayBudgetClient:
+    """An agent's spend on Ray: charges gathered per cycle, settled with every scope before the next.
+
+    Implements the core's ``BudgetClient``; ``manager`` is the agent's own, so
+    that a settle that finds the budget spent stops the agent at this boundary.
+    """
+
+    def __init__(self, agent: str, manager: Any, local: Any = None) -> None:
+        self._agent = agent
+        self._manager = manager
+        self._local = local  # in-process handlers on the agent's own manager, if any
+        self._scopes: list[Any] = []
+        self._charges: list[float] = []
+        self._reservations: list[list[str]] = []  # per scope, this cycle's
+        self._last: dict[str, Any] | None = None
+        self._warning: dict[str, Any] | None = None
+
+    def add_scope(self, actor: Any) -> None:
+        self._scopes.append(actor)
+        self._reservations.append([])
+
+    def remove_scope(self, actor: Any) -> None:
+        for i, scope in enumerate(self._scopes):
+            if scope == actor:
+                del self._scopes[i], self._reservations[i]
+                return
+
+    def charge(self, amount: float) -> None:
+        self._charges.append(amount)
+        if self._local is not None:
+            self._local.charge(amount)
+
+    async def reserve(self, amount: float) -> bool:
+        if self._local is not None and not await self._local.reserve(amount):
+            return False
+        granted: list[tuple[int, str]] = []
+        for i, scope in enumerate(self._scopes):
+            reservation_id, answer = await scope.reserve.remote(self._agent, amount)
+            self._last = answer
+            if reservation_id is None:
+                for j, rid in granted:  # all scopes or none
+                    await self._scopes[j].settle.remote(self._agent, [], [rid])
+                self._stop_if_spent(answer)
+                return False
+            granted.append((i, reservation_id))
+        for i, rid in granted:
+            self._reservations[i].append(rid)
+        return True
+
+    async def settle(self) -> None:
+        if self._local is not None:
+            await self._local.settle()
+            self._warning = self._warning or self._local.take_warning()
+        charges, self._charges = self._charges, []
+        for i, scope in enumerate(self._scopes):
+            rids, self._reservations[i] = self._reservations[i], []
+            # Charges consume this cycle's newest reservation first (the ledger
+            # counts whatever it does not cover as fresh spend).
+            consuming = rids[-1] if rids else None
+            answer = await scope.settle.remote(self._agent, [(c, consuming) for c in charges], rids)
+            self._last = answer
+            if answer["warning"]:
+                self._warning = answer
+            self._stop_if_spent(answer)
+
+    def _stop_if_spent(self, answer: dict[str, Any]) -> None:
+        stop = answer.get("stop")
+        if stop is not None:
+            self._manager.request_interrupt(InterruptSource.SYSTEM, stop["mode"], stop["message"], stop["metadata"])
+
+    def snapshot(self) -> dict[str, Any] | None:
+        if self._last is None and self._local is not None:
+            return self._local.snapshot()
+        return self._last
+
+    def take_warning(self) -> dict[str, Any] | None:
+        """The snapshot of a warning this client's settle raised, once."""
+        warning, self._warning = self._warning, None
+        return warning

@@ -1,0 +1,354 @@
+"""Driver-side handles of agents and supervisors on Ray.
+
+A handle is a small, picklable wrapper over an actor handle (Ray's
+``ActorPool`` and ``Queue`` are the model): ``run`` blocks and is Ctrl+C-aware,
+``start`` returns an ``ObjectRef`` of the result dict, ``request_interrupt``
+reaches the actor within milliseconds even while a step runs, and
+``interrupt_manager`` is a proxy with the manager's methods, so manager-style
+code works on actors unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
+from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource
+
+logger = logging.getLogger("kaizen_ray.runtime")
+
+__all__ = ["AgentGoneError", "AgentHandle", "InterruptManagerProxy", "ActorHandleBase", "wait_with_signals", "ensure_ray"]
+
+DEFAULT_NAMESPACE = "kaizen"
+CONTROL_TIMEOUT_S = 10.0
+
+# Named, non-detached actors die when their creator drops its last handle:
+# this registry keeps every handle this process spawned alive until shutdown().
+_SPAWNED: dict[tuple[str | None, str], Any] = {}
+_SPAWNED_LOCK = threading.Lock()
+
+
+class AgentGoneError(RuntimeError):
+    """The agent's (or supervisor's) actor is gone: dead, killed, or never existed.
+
+    >>> str(AgentGoneError("a1", "its actor died"))
+    "agent 'a1' is gone: its actor died"
+    """
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        super().__init__(f"agent {name!r} is gone: {why}")
+
+    def __reduce__(self):
+        return (type(self), (self.name, str(self).split(": ", 1)[-1]))
+
+
+def ensure_ray(namespace: str | None) -> None:
+    """Start (or join, per RAY_ADDRESS) Ray if this process has not yet."""
+    if not ray.is_initialized():
+        ray.init(namespace=namespace or DEFAULT_NAMESPACE, log_to_driver=True)
+
+
+def _check_source_mode(source: Any, mode: Any) -> tuple[InterruptSource, InterruptMode]:
+    try:
+        source = InterruptSource(source)
+    except ValueError:
+        raise ValueError(f"source {source!r} is not an InterruptSource; expected one of {[s.value for s in InterruptSource]}") from None
+    try:
+        mode = InterruptMode(mode)
+    except ValueError:
+        raise ValueError(f"mode {mode!r} is not an InterruptMode; expected one of {[m.value for m in InterruptMode]}") from None
+    return source, mode
+
+
+class ActorHandleBase:
+    """What agent and supervisor handles share: control calls, the proxy, Ctrl+C-aware run."""
+
+    kind = "agent"
+
+    def __init__(self, actor: Any, name: str, namespace: str | None, storage_path: str) -> None:
+        self._actor = actor
+        self.name = name
+        self.namespace = namespace
+        self.storage_path = storage_path
+        self._driver_manager: InterruptManager | None = None
+        self._remote_handlers: dict[int, tuple[Any, str]] = {}  # id(handler) -> (handler, key in the actor)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r})"
+
+    def __reduce__(self):
+        return (type(self), (self._actor, self.name, self.namespace, self.storage_path))
+
+    @property
+    def actor(self) -> Any:
+        """The underlying Ray actor handle."""
+        return self._actor
+
+    def _call(self, ref: Any, timeout_s: float = CONTROL_TIMEOUT_S) -> Any:
+        try:
+            return ray.get(ref, timeout=timeout_s)
+        except RayActorError as exc:
+            raise AgentGoneError(self.name, f"its actor died ({type(exc).__name__})") from exc
+        except GetTimeoutError as exc:
+            raise TimeoutError(f"{self.kind} {self.name!r} did not answer a control call within {timeout_s}s") from exc
+
+    # -- control --------------------------------------------------------------
+
+    def request_interrupt(
+        self,
+        source: InterruptSource | str,
+        mode: InterruptMode | str = InterruptMode.GRACEFUL,
+        reason: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Ask the actor to stop; True if its manager accepted. Raises AgentGoneError if it is gone."""
+        source, mode = _check_source_mode(source, mode)
+        return self._call(self._actor.request_interrupt.remote(source.value, mode.value, reason, metadata))
+
+    def request_interrupt_nowait(
+        self,
+        source: InterruptSource | str,
+        mode: InterruptMode | str = InterruptMode.GRACEFUL,
+        reason: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send the request without waiting (how managers forward to actors: all at once)."""
+        source, mode = _check_source_mode(source, mode)
+        return self._actor.request_interrupt.remote(source.value, mode.value, reason, metadata)
+
+    def status(self) -> dict[str, Any]:
+        """The actor's status dict."""
+        return self._call(self._actor.status.remote())
+
+    @property
+    def interrupt_manager(self) -> InterruptManagerProxy:
+        """A proxy with the InterruptManager's methods, carried out by the actor."""
+        return InterruptManagerProxy(self)
+
+    def add_handler(self, handler: Any) -> None:
+        """Attach a handler: signals are caught in this (driver) process; others act in the actor."""
+        if isinstance(handler, SignalInterruptHandler):
+            if self._driver_manager is None:
+                self._driver_manager = InterruptManager(name=f"driver:{self.name}")
+                self._driver_manager.add_child(self)
+            self._driver_manager.add_handler(handler)
+            return
+        if not isinstance(handler, (TimeoutInterruptHandler, BudgetInterruptHandler)):
+            raise TypeError(f"{handler!r} is not an interrupt handler; expected a Signal-, Timeout- or BudgetInterruptHandler")
+        # Carried out by the timer actor (timeouts) or a budget actor (budgets).
+        self._remote_handlers[id(handler)] = (handler, self._call(self._actor.add_handler.remote(handler)))
+
+    def remove_handler(self, handler: Any) -> None:
+        """Detach a handler added with :meth:`add_handler`."""
+        if isinstance(handler, SignalInterruptHandler):
+            if self._driver_manager is not None:
+                self._driver_manager.remove_handler(handler)
+            return
+        entry = self._remote_handlers.pop(id(handler), None)
+        if entry is None:
+            raise ValueError(f"{handler!r} was not added to {self!r} (through this handle)")
+        self._call(self._actor.remove_handler.remote(entry[1]))
+
+    # -- running ---------------------------------------------------------------
+
+    def start(self, task: Any = None, resume_from_checkpoint: str | None = None) -> Any:
+        """Start the run; an ObjectRef of the result dict (also when the actor had to be killed)."""
+        raise NotImplementedError
+
+    def run(self, task: Any = None, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
+        """Run to the end and return the result dict. Ctrl+C: graceful, then immediate, then KeyboardInterrupt."""
+        ref = self.start(task, resume_from_checkpoint)
+        try:
+            return wait_with_signals(self, ref)
+        finally:
+            if self._driver_manager is not None:  # a handler added to the handle ends with the run
+                for handler in self._driver_manager.handlers:
+                    self._driver_manager.remove_handler(handler)
+
+    def kill(self) -> None:
+        """Kill the actor at once (no checkpoint). Prefer request_interrupt."""
+        ray.kill(self._actor, no_restart=True)
+        with _SPAWNED_LOCK:
+            _SPAWNED.pop((self.namespace, self.name), None)
+
+    def _register(self) -> None:
+        with _SPAWNED_LOCK:
+            _SPAWNED[(self.namespace, self.name)] = self
+
+
+def wait_with_signals(target: Any, ref: Any, poll_s: float = 0.02) -> Any:
+    """``ray.get(ref)``, turning Ctrl+C into interrupts of ``target`` while it waits.
+
+    First SIGINT: GRACEFUL USER interrupt; second: IMMEDIATE; third: the
+    previous handler is restored and KeyboardInterrupt raised. SIGTERM:
+    GRACEFUL. Only the main thread can install it (elsewhere: a warning).
+    """
+    manager = InterruptManager(name=f"driver:{getattr(target, 'name', target)}")
+    manager.add_child(target)
+    handler = SignalInterruptHandler()
+    manager.add_handler(handler)
+    try:
+        while True:
+            # Short waits: Python runs signal handlers only between them, and
+            # two presses within one wait would be folded into one.
+            ready, _ = ray.wait([ref], timeout=poll_s)
+            if ready:
+                return ray.get(ref)
+    finally:
+        manager.remove_handler(handler)
+
+
+class InterruptManagerProxy:
+    """The manager of an agent or supervisor actor, driven from anywhere.
+
+    ``parent.interrupt_manager.add_child(child.interrupt_manager)`` makes the
+    parent actor forward its interrupts to the child actor.
+    """
+
+    def __init__(self, handle: ActorHandleBase) -> None:
+        self._handle = handle
+
+    def __repr__(self) -> str:
+        return f"InterruptManagerProxy({self._handle!r})"
+
+    def __reduce__(self):
+        return (type(self), (self._handle,))
+
+    @property
+    def name(self) -> str:
+        return self._handle.name
+
+    def _manager(self, method: str, *args: Any) -> Any:
+        return self._handle._call(self._handle.actor.manager_call.remote(method, *args))
+
+    def request_interrupt(self, source: Any, mode: Any = InterruptMode.GRACEFUL, reason: str = "", metadata: dict[str, Any] | None = None) -> bool:
+        return self._handle.request_interrupt(source, mode, reason, metadata)
+
+    def request_interrupt_nowait(self, source: Any, mode: Any = InterruptMode.GRACEFUL, reason: str = "", metadata: dict[str, Any] | None = None) -> Any:
+        return self._handle.request_interrupt_nowait(source, mode, reason, metadata)
+
+    def is_interrupted(self) -> bool:
+        return self._manager("is_interrupted")
+
+    @property
+    def mode(self) -> InterruptMode | None:
+        return self._manager("mode")
+
+    @property
+    def reason(self) -> InterruptReason | None:
+        return self._manager("reason")
+
+    @property
+    def history(self) -> list[InterruptReason]:
+        return self._manager("history")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        call_timeout = None if timeout is None else timeout + CONTROL_TIMEOUT_S
+        return self._handle._call(self._handle.actor.manager_call.remote("wait", timeout), call_timeout)
+
+    def reset(self) -> None:
+        self._manager("reset")
+
+    def add_handler(self, handler: Any) -> None:
+        self._handle.add_handler(handler)
+
+    def remove_handler(self, handler: Any) -> None:
+        self._handle.remove_handler(handler)
+
+    def add_child(self, child: Any) -> None:
+        if isinstance(child, InterruptManager):
+            raise TypeError(
+                f"{child!r} lives in this process and cannot be a child of actor {self._handle.name!r}; "
+                "pass an agent or supervisor handle (or its interrupt_manager)"
+            )
+        self._manager("add_child", child)
+
+    def remove_child(self, child: Any) -> None:
+        self._manager("remove_child", child)
+
+    def on_shutdown(self, callback: Any) -> None:
+        self._manager("on_shutdown", callback)
+
+
+class AgentHandle(ActorHandleBase):
+    """A handle to one agent actor. Made by ``MyAgent.spawn(config=..., name=...)``.
+
+    >>> handle = Researcher.spawn(config=kr.AutonomousConfig(), name="r1")  # doctest: +SKIP
+    >>> ref = handle.start("interrupts")                                     # doctest: +SKIP
+    >>> handle.request_interrupt("programmatic", "graceful", "enough")       # doctest: +SKIP
+    True
+    >>> ray.get(ref)["status"]                                               # doctest: +SKIP
+    'interrupted'
+    """
+
+    def start(self, task: Any = None, resume_from_checkpoint: str | None = None) -> Any:
+        from kaizen_ray.runtime._watch import watch_task
+        from kaizen_ray.runtime.checkpoints import get_or_create_store
+
+        store = get_or_create_store(self.namespace)
+        return watch_task.remote(self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint)
+
+
+def spawn_agent(
+    agent_cls: type,
+    config: Any = None,
+    *,
+    name: str | None = None,
+    namespace: str | None = None,
+    lifetime: str | None = None,
+    **actor_options: Any,
+) -> AgentHandle:
+    """Start one agent actor; see ``BaseAutonomousAgent.spawn``."""
+    from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
+    from kaizen_ray.core.config import AutonomousConfig
+    from kaizen_ray.runtime.agent_actor import AgentActor
+
+    config = AutonomousConfig() if config is None else AutonomousConfig.model_validate(config)
+    name = validate_agent_name(name or agent_cls.__name__)
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError(f"lifetime {lifetime!r} is not valid; expected None, 'detached' or 'non_detached'")
+    if lifetime == "detached" and namespace is None:
+        namespace = DEFAULT_NAMESPACE  # a detached swarm must be findable by name from another driver
+    # Fail now, not at the first flush: the folder must be writable.
+    storage_path = str(FileCheckpointStorage(config.storage_path).ensure_writable())
+    ensure_ray(namespace)
+    namespace = namespace or ray.get_runtime_context().namespace  # the real one, for reprs and lookups
+    options: dict[str, Any] = {"name": name, **actor_options}
+    if namespace is not None:
+        options["namespace"] = namespace
+    if lifetime is not None:
+        options["lifetime"] = lifetime
+    try:
+        actor = AgentActor.options(**options).remote(agent_cls, name, config, storage_path, namespace)
+    except ValueError as exc:
+        raise ValueError(f"cannot spawn agent {name!r} in namespace {namespace!r}: {exc}") from exc
+    handle = AgentHandle(actor, name, namespace, storage_path)
+    handle._register()
+    return handle
+
+
+def get_agent(name: str, namespace: str | None = None) -> ActorHandleBase:
+    """The handle of a running agent or supervisor by name (e.g. a detached one, from another driver).
+
+    >>> handle = kr.get_agent("swarm", namespace="kaizen")  # doctest: +SKIP
+    """
+    ensure_ray(namespace)
+    try:
+        actor = ray.get_actor(name, namespace=namespace)
+    except ValueError as exc:
+        raise AgentGoneError(name, f"no actor of that name in namespace {namespace!r}") from exc
+    described = ray.get(actor.describe.remote(), timeout=CONTROL_TIMEOUT_S)
+    cls = AgentHandle if described["kind"] == "agent" else _supervisor_handle_cls()
+    return cls(actor, name, namespace, described["storage_path"])
+
+
+def _supervisor_handle_cls() -> type:
+    from kaizen_ray.runtime.supervisor import SupervisorHandle
+
+    return SupervisorHandle

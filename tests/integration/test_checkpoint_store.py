@@ -1,0 +1,221 @@
+"""The checkpoint store actor on a real local Ray: ownership, durability, write-behind order, bounds, restarts.
+
+Most tests talk to the store directly with encoded checkpoints (what an
+agent's ``StoreSink`` sends), so each property is observed where it is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import ray.cloudpickle
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+import kaizen_ray as kr
+from kaizen_ray.core.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from kaizen_ray.runtime.agent_actor import load_from_store
+from kaizen_ray.runtime.checkpoints import STORE_NAME, get_or_create_store
+
+pytestmark = pytest.mark.ray
+
+# pytest imports this file as a top-level module that Ray's workers cannot
+# import: ship its agent classes by value, not by reference.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+EVENT_TIMEOUT_S = 60.0  # generous: other Ray tests share these two cores
+KEEP_PER_AGENT = 4  # CheckpointStoreLogic's default, which the actor uses
+
+
+def wait_until(predicate, what: str, timeout: float = EVENT_TIMEOUT_S, poll: float = 0.05):
+    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
+class Counter(kr.BaseAutonomousAgent):
+    """Counts to ``task`` (an int), one per cycle."""
+
+    def initial_state(self, task):
+        return {"n": 0, "goal": task}
+
+    async def step(self, state, ctx):
+        await asyncio.sleep(0.01)
+        n = state["n"] + 1
+        return kr.StepResult({**state, "n": n}, done=n >= state["goal"], output=n)
+
+
+class Polite(kr.BaseAutonomousAgent):
+    """Sync step: marks its start, then returns once ``ctx.interrupted`` is set."""
+
+    def initial_state(self, task):
+        return {"n": 0, "marker": task}
+
+    def step(self, state, ctx):
+        Path(state["marker"]).touch()
+        give_up = time.monotonic() + 60
+        while not ctx.interrupted and time.monotonic() < give_up:
+            time.sleep(0.005)
+        return kr.StepResult({**state, "n": state["n"] + 1})
+
+
+def make(agent: str, count: int, pad_bytes: int = 0) -> list[tuple[Checkpoint, bytes]]:
+    """``count`` checkpoints of ``agent``, oldest first, with their encoded bytes."""
+    made = []
+    for cycle in range(1, count + 1):
+        ckpt = Checkpoint.new(agent, cycle, "running", {"cycle": cycle, "pad": os.urandom(pad_bytes)})
+        made.append((ckpt, encode_checkpoint(ckpt)))
+    return made
+
+
+def save(store, storage: Path, ckpt: Checkpoint, data: bytes, durable: bool):
+    return store.save.remote(str(storage), ckpt.agent, ckpt.id, data, durable)
+
+
+def file_of(storage: Path, ckpt: Checkpoint) -> Path:
+    return storage / ckpt.agent / f"{ckpt.id}.ckpt"
+
+
+def load(store, storage: Path, agent: str, checkpoint_id: str) -> Checkpoint:
+    return asyncio.run(load_from_store(store, str(storage), agent, checkpoint_id))
+
+
+def test_the_store_is_one_named_actor_per_namespace(ray_cluster, storage):
+    handle = Counter.spawn(config=kr.AutonomousConfig(storage_path=storage), name="store-user")
+    handle.run(1)  # its checkpoint went through the store
+
+    assert STORE_NAME.startswith("kaizen-checkpoints")
+    store = ray.get_actor(STORE_NAME, namespace=ray_cluster)
+    assert store._actor_id == get_or_create_store(ray_cluster)._actor_id
+    described = ray.get(store.__ray_call__.remote(lambda actor: repr(actor)), timeout=30)
+    assert described.startswith("CheckpointStore(agents=") and "saved=" in described and "flushed=" in described
+
+
+def test_a_checkpoint_object_outlives_the_agent_that_made_it(ray_cluster, storage):
+    handle = Counter.spawn(config=kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=0), name="outlived")
+    result = handle.run(3)
+    handle.kill()
+
+    def gone() -> bool:
+        try:
+            handle.status()
+        except kr.AgentGoneError:
+            return True
+        return False
+
+    wait_until(gone, "the agent's actor to die")
+    (storage / "outlived" / f"{result['checkpoint_id']}.ckpt").unlink()  # the store's object is the only copy left
+
+    store = get_or_create_store(ray_cluster)
+    kind, where = ray.get(store.locate.remote(str(storage), result["checkpoint_id"]), timeout=30)
+    assert kind == "ref"
+    ckpt = decode_checkpoint(ray.get(where[0], timeout=30))
+    assert ckpt.id == result["checkpoint_id"] and ckpt.agent == "outlived" and ckpt.state["n"] == 3
+    assert load(store, storage, "outlived", "latest").id == result["checkpoint_id"]
+
+
+def test_run_returns_with_its_final_and_interrupt_checkpoints_on_disk(ray_cluster, storage, tmp_path):
+    cfg = kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=0)  # only the run-ending checkpoint
+    completed = Counter.spawn(config=cfg, name="durable-completed").run(2)
+    on_disk = kr.list_checkpoints(storage, agent="durable-completed")  # no flush asked for: already durable
+    assert [info.id for info in on_disk] == [completed["checkpoint_id"]]
+    assert on_disk[0].status == kr.CheckpointStatus.COMPLETED and on_disk[0].cycle == 2
+
+    marker = tmp_path / "step-started"
+    polite = Polite.spawn(config=cfg, name="durable-interrupted")
+    ref = polite.start(str(marker))
+    wait_until(marker.exists, "the step to start")
+    polite.request_interrupt("user", "graceful", "save and stop")
+    interrupted = ray.get(ref, timeout=EVENT_TIMEOUT_S)
+    saved = kr.load_checkpoint(interrupted["checkpoint_id"], storage)  # no flush asked for: already durable
+    assert saved.status == kr.CheckpointStatus.INTERRUPTED and saved.cycle == 1
+    assert saved.interrupt_reason.message == "save and stop"
+
+
+def test_periodic_checkpoints_flush_write_behind_in_order(ray_cluster, storage):
+    store = get_or_create_store(ray_cluster)
+    periodic = make("write-behind", 5, pad_bytes=1_000_000)  # big enough that writing them takes a while
+    big = Checkpoint.new("write-behind", 6, "running", {"cycle": 6, "pad": os.urandom(16_000_000)})
+    last = (big, encode_checkpoint(big))
+    made = [*periodic, last]
+
+    # One after the other, as an agent's sink sends them (each awaited): an async actor
+    # does not promise to start concurrent calls from one caller in submission order.
+    ids = [ray.get(save(store, storage, ckpt, data, durable=False), timeout=60) for ckpt, data in periodic]
+    assert ids == [ckpt.id for ckpt, _ in periodic]
+    # A durable save queued behind them returns once it is on disk: so, in order, are all before it.
+    ray.get(save(store, storage, *last, durable=True), timeout=60)
+    for ckpt, data in made:
+        assert file_of(storage, ckpt).read_bytes() == data
+    mtimes = [file_of(storage, ckpt).stat().st_mtime_ns for ckpt, _ in made]
+    assert mtimes == sorted(mtimes), "files landed out of save order"
+
+    ray.get(store.flush.remote(str(storage)), timeout=60)
+    listed = kr.list_checkpoints(storage, agent="write-behind")
+    assert [info.id for info in listed] == [ckpt.id for ckpt, _ in made]
+
+
+def test_the_store_keeps_a_bounded_number_of_refs_per_agent_and_loads_the_rest_from_disk(ray_cluster, storage):
+    store = get_or_create_store(ray_cluster)
+    made = make("bounded", KEEP_PER_AGENT + 2)
+    ray.get([save(store, storage, ckpt, data, durable=True) for ckpt, data in made], timeout=60)
+
+    located = [ray.get(store.locate.remote(str(storage), ckpt.id), timeout=30) for ckpt, _ in made]
+    assert [kind for kind, _ in located] == ["path"] * 2 + ["ref"] * KEEP_PER_AGENT
+    assert [Path(where) for _, where in located[:2]] == [file_of(storage, ckpt) for ckpt, _ in made[:2]]
+
+    oldest, newest = made[0][0], made[-1][0]
+    assert load(store, storage, "bounded", oldest.id).state["cycle"] == 1  # from disk
+    file_of(storage, newest).unlink()  # held in the object store: the file is not needed
+    assert load(store, storage, "bounded", newest.id).state["cycle"] == KEEP_PER_AGENT + 2
+
+
+def test_bad_paths_and_unknown_ids_say_what_and_where(ray_cluster, storage, tmp_path):
+    store = get_or_create_store(ray_cluster)
+    (ckpt, data), = make("bad-input", 1)
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    with pytest.raises(kr.CheckpointStorageError, match="unusable"):
+        ray.get(store.save.remote(str(in_the_way / "ckpts"), ckpt.agent, ckpt.id, data, True), timeout=30)
+
+    with pytest.raises(kr.CheckpointNotFoundError) as missing:
+        load(store, storage, "bad-input", "ck-unknown")
+    assert "ck-unknown" in str(missing.value) and str(storage) in str(missing.value)
+    with pytest.raises(kr.CheckpointNotFoundError, match="'bad-input' has no good checkpoint"):
+        load(store, storage, "bad-input", "latest")
+
+
+def test_a_restarted_store_rebuilds_its_index_from_disk(ray_cluster, storage):
+    # Last in this module: it kills the namespace's store (Ray restarts it).
+    store = get_or_create_store(ray_cluster)
+    made = make("restarted", 3)
+    ray.get([save(store, storage, ckpt, data, durable=True) for ckpt, data in made], timeout=60)
+    assert ray.get(store.locate.remote(str(storage), made[-1][0].id), timeout=30)[0] == "ref"
+
+    def pid() -> int | None:
+        try:
+            return ray.get(store.__ray_call__.remote(lambda actor: os.getpid()), timeout=10)
+        except (RayActorError, ActorUnavailableError, ray.exceptions.GetTimeoutError):
+            return None  # restarting
+
+    before = pid()
+    ray.kill(store, no_restart=False)
+    wait_until(lambda: pid() not in (None, before), "the store to be restarted in a new process")
+
+    ids = [ckpt.id for ckpt, _ in made]
+    assert ray.get(store.candidates.remote(str(storage), "restarted"), timeout=30) == ids[::-1]
+    for checkpoint_id in ids:  # its objects died with it: every load now comes from disk
+        assert ray.get(store.locate.remote(str(storage), checkpoint_id), timeout=30)[0] == "path"
+    assert load(store, storage, "restarted", "latest").id == ids[-1]
+    assert ray.get_actor(STORE_NAME, namespace=ray_cluster)._actor_id == store._actor_id

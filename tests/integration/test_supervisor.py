@@ -1,0 +1,207 @@
+"""Supervisor interrupts and manifests on a real local Ray.
+
+Fan-out is checked structurally (a child that is slow to acknowledge must not
+delay its siblings), nesting by the ``propagated_from`` chain, level-triggering
+by interrupting before any child exists, and the manifest by resuming from it.
+Restarts are in test_supervisor_restarts.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import ray
+import ray.cloudpickle
+
+import kaizen_ray as kr
+
+pytestmark = pytest.mark.ray
+
+# pytest put this folder on the driver's sys.path only: ship this module's
+# agent classes to the workers by value, not as an import they cannot do.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+WAIT_S = 90.0  # generous: other helpers load this 2-core machine too
+SLOW_ACK_S = 1.5
+
+
+def advance(state: dict[str, Any], agent_name: str) -> dict[str, Any]:
+    """The counter's transition: ``acc`` depends on every cycle, in order."""
+    n = state["n"] + 1
+    return {**state, "n": n, "acc": (state["acc"] * 31 + n * n) % 1_000_003, "agent": agent_name}
+
+
+def expected_state(task: dict[str, Any], agent_name: str) -> dict[str, Any]:
+    state = Counter.initial_state(None, task)  # type: ignore[arg-type]
+    while state["n"] < task["goal"]:
+        state = advance(state, agent_name)
+    return state
+
+
+class Counter(kr.BaseAutonomousAgent):
+    """Counts to ``goal``, one short sleep per cycle."""
+
+    def initial_state(self, task: dict[str, Any]) -> dict[str, Any]:
+        return {"n": 0, "acc": task["seed"], "goal": task["goal"], "delay": task["delay"], "agent": None}
+
+    async def step(self, state: dict[str, Any], ctx: Any) -> kr.StepResult:
+        await asyncio.sleep(state["delay"])
+        new = advance(state, ctx.agent_name)
+        return kr.StepResult(new, done=new["n"] >= new["goal"], output=new["acc"])
+
+
+class SlowAckCounter(Counter):
+    """A counter whose manager takes SLOW_ACK_S to accept an interrupt.
+
+    The listener runs inside ``request_interrupt`` on the actor's control
+    thread, so whoever waits for this child's reply waits SLOW_ACK_S.
+    """
+
+    def __init__(self, config: Any = None, *, name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(config, name=name, **kwargs)
+        self.interrupt_manager.add_listener(lambda reason, mode: time.sleep(SLOW_ACK_S))
+
+
+def counting(storage: Any, name: str, goal: int, seed: int, *, cls: type = Counter, delay: float = 0.05) -> kr.ChildSpec:
+    config = kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=1)
+    return kr.ChildSpec(cls, name=name, config=config, task={"goal": goal, "seed": seed, "delay": delay})
+
+
+def spawn(name: str, storage: Any, children: list[kr.ChildSpec], **flags: Any) -> Any:
+    return kr.Supervisor.spawn(name, children=children, config=kr.SupervisorConfig(storage_path=storage, **flags))
+
+
+def wait_for_cycles(namespace: str, full_name: str, at_least: int) -> dict[str, Any]:
+    """The child's status once it has checkpointed ``at_least`` cycles (bounded poll)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            status = ray.get(ray.get_actor(full_name, namespace=namespace).status.remote(), timeout=30)
+        except ValueError:  # not spawned yet
+            status = None
+        if status is not None and status["cycle"] >= at_least and status["checkpoint_id"] is not None:
+            return status
+        time.sleep(0.05)
+    raise TimeoutError(f"{full_name} did not reach cycle {at_least} within {WAIT_S}s")
+
+
+@pytest.fixture
+def cleanup():
+    """Kill the supervisors a test spawned (their children die with them)."""
+    spawned: list[Any] = []
+    yield spawned.append
+    for handle in spawned:
+        handle.kill()
+
+
+def test_interrupt_fans_out_to_all_children_concurrently(ray_cluster, storage, cleanup):
+    sup = spawn("fan", storage, [counting(storage, "w0", 10_000, 1, cls=SlowAckCounter)] + [
+        counting(storage, f"w{i}", 10_000, i + 1) for i in (1, 2)
+    ])  # fmt: skip
+    cleanup(sup)
+    ref = sup.start()
+    for i in range(3):
+        wait_for_cycles(ray_cluster, f"fan/w{i}", 1)
+
+    assert sup.request_interrupt(kr.InterruptSource.PROGRAMMATIC, kr.InterruptMode.GRACEFUL, "fan out") is True
+    result = ray.get(ref, timeout=WAIT_S)
+
+    assert result["status"] == "interrupted"
+    reasons = {name: child["interrupt_reason"] for name, child in result["children"].items()}
+    for name, reason in reasons.items():
+        assert result["children"][name]["status"] == "interrupted"
+        assert reason.message == "fan out" and reason.source == kr.InterruptSource.PROGRAMMATIC
+        assert reason.metadata["propagated_from"] == "fan"
+    # Forwarding one child after the other, each waiting for the reply, would
+    # put w1 and w2 at least SLOW_ACK_S after w0; all at once, milliseconds.
+    margin = timedelta(seconds=1.0)
+    assert reasons["w1"].timestamp < reasons["w0"].timestamp + margin, reasons
+    assert reasons["w2"].timestamp < reasons["w0"].timestamp + margin, reasons
+
+
+def test_interrupt_travels_through_nested_supervisors(ray_cluster, storage, cleanup):
+    outer = spawn("outer", storage, [counting(storage, "x", 10_000, 1)])
+    cleanup(outer)
+    inner = spawn("inner", storage, [counting(storage, f"y{i}", 10_000, i + 2) for i in range(2)])
+    cleanup(inner)
+    outer.interrupt_manager.add_child(inner.interrupt_manager)
+    outer_ref, inner_ref = outer.start(), inner.start()
+    for full_name in ("outer/x", "inner/y0", "inner/y1"):
+        wait_for_cycles(ray_cluster, full_name, 1)
+
+    assert outer.request_interrupt(kr.InterruptSource.USER, kr.InterruptMode.GRACEFUL, "stop the tree") is True
+    outer_result, inner_result = ray.get([outer_ref, inner_ref], timeout=WAIT_S)
+
+    assert outer_result["status"] == inner_result["status"] == "interrupted"
+    assert outer_result["children"]["x"]["interrupt_reason"].metadata["propagated_from"] == "outer"
+    assert inner_result["interrupt_reason"].metadata["propagated_from"] == "outer"
+    for name in ("y0", "y1"):
+        child = inner_result["children"][name]
+        assert child["status"] == "interrupted"
+        reason = child["interrupt_reason"]
+        assert (reason.source, reason.message) == (kr.InterruptSource.USER, "stop the tree")
+        assert reason.metadata["propagated_from"] == "inner"
+
+
+def test_manifest_names_every_child_checkpoint_and_resuming_it_resumes_every_child(ray_cluster, storage, cleanup):
+    tasks = {"w0": {"goal": 40, "seed": 5, "delay": 0.05}, "w1": {"goal": 40, "seed": 8, "delay": 0.05}}
+    specs = [kr.ChildSpec(Counter, name=n, config=kr.AutonomousConfig(storage_path=storage), task=t) for n, t in tasks.items()]
+    sup = spawn("mf", storage, specs)
+    cleanup(sup)
+    ref = sup.start()
+    for name in tasks:
+        wait_for_cycles(ray_cluster, f"mf/{name}", 3)
+    sup.request_interrupt(kr.InterruptSource.PROGRAMMATIC, kr.InterruptMode.GRACEFUL, "pause")
+    paused = ray.get(ref, timeout=WAIT_S)
+    assert paused["status"] == "interrupted"
+
+    manifest = kr.load_checkpoint(paused["checkpoint_id"], storage)
+    assert manifest.agent == "mf" and manifest.metadata["kind"] == "manifest"
+    assert manifest.state["children"] == {name: paused["children"][name]["checkpoint_id"] for name in tasks}
+    at_pause = {}
+    for name, checkpoint_id in manifest.state["children"].items():
+        child_checkpoint = kr.load_checkpoint(checkpoint_id, storage)
+        assert child_checkpoint.agent == f"mf/{name}"
+        assert child_checkpoint.status == kr.CheckpointStatus.INTERRUPTED
+        assert 3 <= child_checkpoint.cycle == paused["children"][name]["cycles"] < tasks[name]["goal"]
+        at_pause[name] = child_checkpoint
+
+    # The same supervisor resumes: the pause its last run already stopped for does not stop this one.
+    resumed = ray.get(sup.start(resume_from_checkpoint=manifest.id), timeout=WAIT_S)
+
+    assert resumed["status"] == "completed", resumed
+    all_checkpoints = {info.id: info for info in kr.list_checkpoints(storage)}
+    for name, task in tasks.items():
+        child = resumed["children"][name]
+        assert child["status"] == "completed" and child["cycles"] == task["goal"]
+        assert child["state"] == expected_state(task, f"mf/{name}")  # as if never paused
+        # The resumed run continued the paused one: its checkpoints chain back to
+        # the manifest's, one cycle each, and none repeats a cycle before the pause.
+        node, cycles = all_checkpoints[child["checkpoint_id"]], []
+        while node.id != at_pause[name].id:
+            cycles.append(node.cycle)
+            node = all_checkpoints[node.parent_id]
+        assert sorted(cycles) == list(range(at_pause[name].cycle + 1, task["goal"] + 1))
+
+
+def test_children_spawned_after_the_interrupt_stop_at_their_first_boundary(ray_cluster, storage, cleanup):
+    sup = spawn("lvl", storage, [counting(storage, f"w{i}", 10_000, i) for i in range(3)])
+    cleanup(sup)
+    # Interrupted before its run, so before any child actor exists.
+    assert sup.request_interrupt(kr.InterruptSource.PROGRAMMATIC, kr.InterruptMode.GRACEFUL, "not today") is True
+
+    result = ray.get(sup.start(), timeout=WAIT_S)
+
+    assert result["status"] == "interrupted"
+    assert result["interrupt_reason"].message == "not today"
+    for name, child in result["children"].items():
+        assert child["status"] == "interrupted", name
+        assert child["cycles"] == 0, name
+        assert child["interrupt_reason"].message == "not today"
+        assert child["interrupt_reason"].metadata["propagated_from"] == "lvl"
+        assert kr.load_checkpoint(child["checkpoint_id"], storage).agent == f"lvl/{name}"

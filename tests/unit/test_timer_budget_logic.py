@@ -1,0 +1,192 @@
+"""The timer loop and the budget scope without Ray (their actors are tested on Ray in integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from kaizen_ray.core.handlers import BudgetInterruptHandler
+from kaizen_ray.runtime.budget import BudgetScope, RayBudgetClient
+from kaizen_ray.runtime.timer import TimerLogic
+from kaizen_ray.core.interrupts import InterruptManager
+
+
+async def _collect_until(timer: TimerLogic, fired: list, n: int, bound_s: float = 5.0) -> None:
+    deadline = time.monotonic() + bound_s
+    while len(fired) < n:
+        assert time.monotonic() < deadline, f"only {len(fired)} of {n} deadlines fired"
+        await asyncio.sleep(0.001)
+
+
+def test_deadlines_fire_in_due_order_and_cancelled_ones_never():
+    async def main():
+        fired: list = []
+        timer = TimerLogic(lambda key, payload, late: fired.append(key))
+        task = asyncio.ensure_future(timer.loop())
+        now = time.time()
+        for key, timeout in (("c", 0.06), ("a", 0.02), ("x", 0.04), ("b", 0.04)):
+            timer.schedule(key, started_at=now, timeout_s=timeout, payload=None)
+        assert timer.cancel("x") and not timer.cancel("never")
+        await _collect_until(timer, fired, 3)
+        task.cancel()
+        return fired, len(timer)
+
+    fired, pending = asyncio.run(main())
+    assert fired == ["a", "b", "c"] and pending == 0
+
+
+def test_a_deadline_counts_from_the_run_start_not_from_its_arrival():
+    async def main():
+        fired: list = []
+        timer = TimerLogic(lambda key, payload, late: fired.append((key, late)))
+        task = asyncio.ensure_future(timer.loop())
+        # The run started 10 s ago with a 10.05 s timeout: 50 ms are left, not 10.05 s.
+        left = timer.schedule("late-start", started_at=time.time() - 10.0, timeout_s=10.05, payload=None)
+        started = time.monotonic()
+        await _collect_until(timer, fired, 1, bound_s=3.0)
+        task.cancel()
+        return left, time.monotonic() - started
+
+    left, waited = asyncio.run(main())
+    assert 0 < left < 0.06
+    assert waited < 3.0  # bounded by _collect_until; 10 s would have failed it
+
+
+def test_a_deadline_already_past_fires_at_once_and_a_failing_target_does_not_stop_the_loop():
+    async def main():
+        fired: list = []
+
+        def fire(key, payload, late):
+            fired.append(key)
+            if key == "boom":
+                raise RuntimeError("target gone")
+
+        timer = TimerLogic(fire)
+        task = asyncio.ensure_future(timer.loop())
+        timer.schedule("boom", started_at=time.time() - 5, timeout_s=1, payload=None)
+        timer.schedule("next", started_at=time.time(), timeout_s=0.01, payload=None)
+        await _collect_until(timer, fired, 2)
+        task.cancel()
+        return fired
+
+    assert asyncio.run(main()) == ["boom", "next"]
+
+
+def test_a_thousand_pending_deadlines_are_heap_entries_not_tasks():
+    async def settled_task_count() -> int:
+        for _ in range(5):  # let the loop take every wake-up and go back to waiting
+            await asyncio.sleep(0)
+        return len(asyncio.all_tasks())
+
+    async def main():
+        timer = TimerLogic(lambda *a: None)
+        loop_task = asyncio.ensure_future(timer.loop())
+        timer.schedule("first", started_at=time.time(), timeout_s=3600, payload=None)
+        with_one = await settled_task_count()
+        for i in range(1000):
+            timer.schedule(i, started_at=time.time(), timeout_s=3600, payload=None)
+        with_many = await settled_task_count()
+        loop_task.cancel()
+        return with_one, with_many, len(timer)
+
+    with_one, with_many, pending = asyncio.run(main())
+    assert (with_many, pending) == (with_one, 1001)
+
+
+class _Recorder:
+    """Stands for an actor handle: ``request_interrupt.remote(...)`` records the call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        outer = self
+
+        class _Method:
+            def remote(self, *args):
+                outer.calls.append(args)
+
+        self.request_interrupt = _Method()
+
+
+def test_the_budget_scope_persists_every_change_and_reloads_it(tmp_path):
+    path = tmp_path / ".budgets" / "scope.json"
+    scope = BudgetScope("s", BudgetInterruptHandler(1.0), path)
+    answer = scope.settle("a1", [(0.3, None), (0.2, None)], [])
+    assert answer["spent"] == pytest.approx(0.5) and "stop" not in answer
+    assert json.loads(path.read_text())["spent"] == pytest.approx(0.5)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    again = BudgetScope("s", BudgetInterruptHandler(1.0), path)  # what a restarted actor does
+    assert again.snapshot()["spent"] == pytest.approx(0.5)
+
+
+def test_a_settle_that_spends_the_budget_interrupts_every_subscriber_and_says_stop(tmp_path):
+    scope = BudgetScope("s", BudgetInterruptHandler(1.0, mode="immediate"), tmp_path / "s.json")
+    sup, other = _Recorder(), _Recorder()
+    scope.subscribe(sup, "sup")
+    scope.subscribe(other, "other")
+    answer = scope.settle("a1", [(0.6, None), (0.4, None)], [])
+    assert answer["stop"]["mode"] == "immediate"
+    assert answer["stop"]["metadata"].items() >= {"handler": "budget", "max_cost": 1.0}.items()
+    for recorder in (sup, other):
+        [(source, mode, message, metadata)] = recorder.calls
+        assert (source, mode, metadata["handler"]) == ("system", "immediate", "budget")
+        assert metadata["spent"] == pytest.approx(1.0)
+
+
+def test_a_subscriber_joining_a_spent_budget_is_interrupted_at_once(tmp_path):
+    scope = BudgetScope("s", BudgetInterruptHandler(0.5), tmp_path / "s.json")
+    scope.settle("a1", [(0.5, None)], [])
+    late = _Recorder()
+    scope.subscribe(late, "late")
+    assert late.calls and late.calls[0][3]["handler"] == "budget"
+
+
+def test_the_warning_comes_back_once_in_the_settle_that_crossed_it(tmp_path):
+    scope = BudgetScope("s", BudgetInterruptHandler(1.0, warning_threshold=0.5), tmp_path / "s.json")
+    assert [scope.settle("a", [(0.3, None)], [])["warning"] for _ in range(3)] == [False, True, False]
+
+
+def test_reservations_bound_the_spend_and_a_refusal_says_stop(tmp_path):
+    scope = BudgetScope("s", BudgetInterruptHandler(1.0), tmp_path / "s.json")
+    first = scope.reserve("a1", 0.7)
+    assert first is not None and scope.reserve("a2", 0.4) is None
+    answer = scope.settle("a1", [(0.5, first)], [first])
+    assert answer["spent"] == pytest.approx(0.5) and answer["reserved"] == 0.0
+    assert answer["stop"]["metadata"]["handler"] == "budget"  # the refusal exhausted the scope
+
+
+def test_the_ray_client_stops_its_own_agent_when_a_settle_finds_the_budget_spent(tmp_path):
+    scope = BudgetScope("s", BudgetInterruptHandler(0.25), tmp_path / "s.json")
+
+    class _Local:
+        """A scope actor stand-in running the real BudgetScope in-process."""
+
+        class _Call:
+            def __init__(self, fn):
+                self.fn = fn
+
+            def remote(self, *args):
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_result(self.fn(*args))
+                return fut
+
+        def __init__(self, scope):
+            self.settle = self._Call(scope.settle)
+            self.reserve = self._Call(lambda agent, amount: (scope.reserve(agent, amount), scope._answer()))
+
+    manager = InterruptManager(name="a1")
+    client = RayBudgetClient("a1", manager)
+    client.add_scope(_Local(scope))
+
+    async def main():
+        client.charge(0.1)
+        await client.settle()
+        assert not manager.is_interrupted()
+        client.charge(0.2)
+        await client.settle()
+
+    asyncio.run(main())
+    assert manager.is_interrupted() and manager.reason.metadata["handler"] == "budget"
+    assert client.snapshot()["spent"] == pytest.approx(0.3)
