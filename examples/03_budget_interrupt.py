@@ -45,7 +45,7 @@ class Analyst(kr.BaseAutonomousAgent):
 
     async def step(self, state: dict[str, Any], ctx: kr.StepContext) -> kr.StepResult:
         if not await ctx.reserve(CALL_COST):  # refused: the budget actor stops the swarm
-            return kr.StepResult(state)
+            return kr.StepResult({**state, "warned_at": self.warned_at})
         await asyncio.sleep(0.05)  # the call
         ctx.charge(CALL_COST)
         return kr.StepResult({**state, "answers": state["answers"] + 1, "warned_at": self.warned_at})

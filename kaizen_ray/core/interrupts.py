@@ -41,6 +41,7 @@ __all__ = [
     "InterruptedError",
     "InterruptManager",
     "InterruptTarget",
+    "coerce_source_mode",
 ]
 
 
@@ -138,6 +139,25 @@ class InterruptTarget(Protocol):
     ) -> bool: ...
 
 
+def coerce_source_mode(source: Any, mode: Any) -> tuple[InterruptSource, InterruptMode]:
+    """``(source, mode)`` as enums, from enums or their string values; a clear ValueError otherwise.
+
+    >>> coerce_source_mode("user", "immediate")
+    (<InterruptSource.USER: 'user'>, <InterruptMode.IMMEDIATE: 'immediate'>)
+    """
+    try:
+        source = InterruptSource(source)
+    except ValueError:
+        raise ValueError(
+            f"source {source!r} is not an InterruptSource; expected one of {[s.value for s in InterruptSource]}"
+        ) from None
+    try:
+        mode = InterruptMode(mode)
+    except ValueError:
+        raise ValueError(f"mode {mode!r} is not an InterruptMode; expected one of {[m.value for m in InterruptMode]}") from None
+    return source, mode
+
+
 Listener = Callable[[InterruptReason, InterruptMode], None]
 
 
@@ -230,20 +250,7 @@ class InterruptManager:
         Refused: anything else while interrupted. Never blocks on children or
         listeners beyond their own call; never raises because a child failed.
         """
-        try:
-            source = InterruptSource(source)
-        except ValueError:
-            raise ValueError(
-                f"source {source!r} is not an InterruptSource; expected one of "
-                f"{[s.value for s in InterruptSource]}"
-            ) from None
-        try:
-            mode = InterruptMode(mode)
-        except ValueError:
-            raise ValueError(
-                f"mode {mode!r} is not an InterruptMode; expected one of "
-                f"{[m.value for m in InterruptMode]}"
-            ) from None
+        source, mode = coerce_source_mode(source, mode)
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str message, got {type(reason).__name__}: {reason!r}")
         new = InterruptReason(source=source, mode=mode, message=reason, metadata=dict(metadata or {}))

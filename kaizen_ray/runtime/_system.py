@@ -55,8 +55,9 @@ class SystemHandlers:
             if self._run_started is not None:  # added mid-run: counts from the run's start too
                 await self._schedule(key, handler)
         elif isinstance(handler, BudgetInterruptHandler):
-            scope = create_budget_scope(self.owner, handler, self.storage_path, self.namespace)
-            await scope.subscribe.remote(self._me(), self.owner)
+            # Subscribed by its creation arguments, so a restarted budget actor still interrupts this one.
+            scope = create_budget_scope(self.owner, handler, self.storage_path, self.namespace, subscriber=self._me())
+            await scope.snapshot.remote()  # up and subscribed before add_handler returns
             self.scopes[key] = scope
         else:
             raise TypeError(f"{handler!r} cannot be carried out by an actor; expected a Timeout- or BudgetInterruptHandler")

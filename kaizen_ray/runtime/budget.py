@@ -23,6 +23,7 @@ every charge is covered by a reservation.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 import logging
 import uuid
 from pathlib import Path
@@ -41,14 +42,25 @@ __all__ = ["BudgetActor", "BudgetScope", "RayBudgetClient", "create_budget_scope
 BUDGET_PREFIX = "kaizen-budget"
 
 
-class _Subscriber:
-    """An actor as one of the handler's 'managers': interrupts go out fire-and-forget."""
+_APPLIED_KEPT = 256  # answers to recent calls kept (on disk) so that a retried call is not applied twice
+_DELIVERY_TIMEOUT_S = 5.0  # longest the budget actor waits for its subscribers to accept an interrupt
 
-    def __init__(self, actor: Any, name: str) -> None:
-        self.actor, self.name = actor, name
+
+class _Subscriber:
+    """An actor as one of the handler's 'managers': interrupts are sent at once, all of them.
+
+    The calls are kept in ``sent``; the budget actor waits for them (bounded)
+    before it answers, so that the agent told to stop next is stopped after
+    its subscribers (a supervisor) have accepted, and their results say why.
+    """
+
+    def __init__(self, actor: Any, name: str, sent: list[Any]) -> None:
+        self.actor, self.name, self.sent = actor, name, sent
 
     def request_interrupt(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> bool:
-        self.actor.request_interrupt.remote(InterruptSource(source).value, InterruptMode(mode).value, reason, metadata)
+        self.sent.append(
+            self.actor.request_interrupt.remote(InterruptSource(source).value, InterruptMode(mode).value, reason, metadata)
+        )
         return True
 
 
@@ -67,37 +79,61 @@ class BudgetScope:
         self.scope = scope
         self.handler = handler
         self.path = path
+        self.sent: list[Any] = []  # subscribers' interrupt calls not yet waited for (see _Subscriber)
+        # Ray retries a call whose actor died before answering (max_task_retries):
+        # the answer is kept with the ledger, in the same atomic write, so a
+        # call that was applied is answered again, never applied twice.
+        self._applied: OrderedDict[str, Any] = OrderedDict()
         if path.exists():
-            handler.ledger.restore(json.loads(path.read_text()))
+            saved = json.loads(path.read_text())
+            handler.ledger.restore(saved["ledger"])
+            self._applied.update((call_id, answer) for call_id, answer in saved["applied"])
             logger.info("budget %s reloaded: spent %g of %g", scope, handler.spent, handler.max_cost)
         else:
             self._persist()
 
-    def _persist(self) -> None:
-        atomic_write_bytes(self.path, json.dumps(self.handler.snapshot()).encode())
+    def _persist(self, call_id: str | None = None, answer: Any = None) -> None:
+        if call_id is not None:
+            self._applied[call_id] = answer
+            while len(self._applied) > _APPLIED_KEPT:
+                self._applied.popitem(last=False)
+        saved = {"ledger": self.handler.snapshot(), "applied": list(self._applied.items())}
+        atomic_write_bytes(self.path, json.dumps(saved).encode())
 
     def subscribe(self, actor: Any, name: str) -> None:
         """Send ``actor`` this scope's interrupts; at once if the budget is already spent."""
-        self.handler.attach(_Subscriber(actor, name))  # level-triggered inside the handler
+        self.handler.attach(_Subscriber(actor, name, self.sent))  # level-triggered inside the handler
 
-    def reserve(self, agent: str, amount: float) -> str | None:
-        """A reservation id, or None (refused: every subscriber is interrupted)."""
+    def reserve(self, agent: str, amount: float, call_id: str | None = None) -> str | None:
+        """A reservation id, or None (refused: every subscriber is interrupted).
+
+        A ``call_id`` seen before gets its first answer again, and nothing is reserved twice.
+        """
+        if call_id is not None and call_id in self._applied:
+            return self._applied[call_id]
         reservation = self.handler.reserve(amount)
-        self._persist()
-        return None if reservation is None else reservation.id
+        rid = None if reservation is None else reservation.id
+        self._persist(call_id, rid)
+        return rid
 
-    def settle(self, agent: str, charges: list[tuple[float, str | None]], release: list[str]) -> dict[str, Any]:
+    def settle(
+        self, agent: str, charges: list[tuple[float, str | None]], release: list[str], call_id: str | None = None
+    ) -> dict[str, Any]:
         """Record a cycle's charges, release its reservations; the ledger after, with ``stop`` info.
 
         ``warning`` is True in the one answer whose charges crossed the warning threshold.
+        A ``call_id`` seen before gets its first answer again: nothing is charged twice.
         """
+        if call_id is not None and call_id in self._applied:
+            return self._applied[call_id]
         warning = False
         for amount, reservation_id in charges:
             warning |= self.handler.charge(amount, reservation_id=reservation_id).warning
         for reservation_id in release:
             self.handler.release(reservation_id)
-        self._persist()
-        return {**self._answer(), "warning": warning}
+        answer = {**self._answer(), "warning": warning}
+        self._persist(call_id, answer)
+        return answer
 
     def _answer(self) -> dict[str, Any]:
         snap = self.snapshot()
@@ -117,36 +153,67 @@ class BudgetScope:
 class BudgetActor:
     """A named budget scope (``kaizen-budget/<owner>/<id>``); made by ``create_budget_scope``."""
 
-    def __init__(self, scope: str, handler: BudgetInterruptHandler, path: str) -> None:
+    def __init__(
+        self, scope: str, handler: BudgetInterruptHandler, path: str, subscribers: tuple[tuple[Any, str], ...] = ()
+    ) -> None:
         self._scope = BudgetScope(scope, handler, Path(path))
+        # Creation arguments, so that a restart (Ray re-runs __init__ with them)
+        # subscribes them again: subscribe() calls die with the process.
+        for actor, name in subscribers:
+            self._scope.subscribe(actor, name)
+        self._delivered()
 
     def __repr__(self) -> str:
         h = self._scope.handler
         return f"BudgetActor({self._scope.scope}, spent={h.spent:g}, max_cost={h.max_cost:g})"
 
+    def _delivered(self) -> None:
+        """Wait (bounded) until the subscribers accepted the interrupts just sent; a dead one does not hold it up."""
+        refs = [ref for ref in self._scope.sent if ref is not None]
+        self._scope.sent.clear()
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=_DELIVERY_TIMEOUT_S)
+
     def subscribe(self, actor: Any, name: str) -> None:
         self._scope.subscribe(actor, name)
+        self._delivered()
 
-    def reserve(self, agent: str, amount: float) -> tuple[str | None, dict[str, Any]]:
-        reservation_id = self._scope.reserve(agent, amount)
+    def reserve(self, agent: str, amount: float, call_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
+        reservation_id = self._scope.reserve(agent, amount, call_id)
+        self._delivered()
         return reservation_id, self._scope._answer()
 
-    def settle(self, agent: str, charges: list[tuple[float, str | None]], release: list[str]) -> dict[str, Any]:
-        return self._scope.settle(agent, charges, release)
+    def settle(
+        self, agent: str, charges: list[tuple[float, str | None]], release: list[str], call_id: str | None = None
+    ) -> dict[str, Any]:
+        answer = self._scope.settle(agent, charges, release, call_id)
+        self._delivered()
+        return answer
 
     def snapshot(self) -> dict[str, Any]:
         return self._scope.snapshot()
 
 
-def create_budget_scope(owner: str, handler: BudgetInterruptHandler, storage_path: str, namespace: str | None) -> Any:
-    """A new budget actor for ``owner``'s handler, its ledger under ``storage_path/.budgets``."""
+def create_budget_scope(
+    owner: str, handler: BudgetInterruptHandler, storage_path: str, namespace: str | None, subscriber: Any = None
+) -> Any:
+    """A new budget actor for ``owner``'s handler, its ledger under ``storage_path/.budgets``.
+
+    ``subscriber`` (the owner's actor) is subscribed for the actor's whole
+    life, restarts included.
+    """
     scope_id = uuid.uuid4().hex[:12]
     scope = f"{BUDGET_PREFIX}/{owner}/{scope_id}"
     path = Path(storage_path) / ".budgets" / f"{owner.replace('/', '%2F')}-{scope_id}.json"
     options: dict[str, Any] = {"name": scope}
     if namespace:
         options["namespace"] = namespace
-    return BudgetActor.options(**options).remote(scope, handler, str(path))
+    subscribers = () if subscriber is None else ((subscriber, owner),)
+    return BudgetActor.options(**options).remote(scope, handler, str(path), subscribers)
+
+
+def _call_id() -> str:
+    return uuid.uuid4().hex
 
 
 class RayBudgetClient:
@@ -186,11 +253,11 @@ class RayBudgetClient:
             return False
         granted: list[tuple[int, str]] = []
         for i, scope in enumerate(self._scopes):
-            reservation_id, answer = await scope.reserve.remote(self._agent, amount)
+            reservation_id, answer = await scope.reserve.remote(self._agent, amount, _call_id())
             self._last = answer
             if reservation_id is None:
                 for j, rid in granted:  # all scopes or none
-                    await self._scopes[j].settle.remote(self._agent, [], [rid])
+                    await self._scopes[j].settle.remote(self._agent, [], [rid], _call_id())
                 self._stop_if_spent(answer)
                 return False
             granted.append((i, reservation_id))
@@ -208,7 +275,7 @@ class RayBudgetClient:
             # Charges consume this cycle's newest reservation first (the ledger
             # counts whatever it does not cover as fresh spend).
             consuming = rids[-1] if rids else None
-            answer = await scope.settle.remote(self._agent, [(c, consuming) for c in charges], rids)
+            answer = await scope.settle.remote(self._agent, [(c, consuming) for c in charges], rids, _call_id())
             self._last = answer
             if answer["warning"]:
                 self._warning = answer

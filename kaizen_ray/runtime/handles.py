@@ -18,11 +18,14 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
-from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource
+from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource, coerce_source_mode
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
-__all__ = ["AgentGoneError", "AgentHandle", "InterruptManagerProxy", "ActorHandleBase", "wait_with_signals", "ensure_ray"]
+__all__ = [
+    "AgentGoneError", "AgentHandle", "InterruptManagerProxy", "ActorHandleBase",
+    "actor_options", "create_named", "ensure_ray", "get_agent", "spawn_agent", "wait_with_signals",
+]  # fmt: skip
 
 DEFAULT_NAMESPACE = "kaizen"
 CONTROL_TIMEOUT_S = 10.0
@@ -54,16 +57,30 @@ def ensure_ray(namespace: str | None) -> None:
         ray.init(namespace=namespace or DEFAULT_NAMESPACE, log_to_driver=True)
 
 
-def _check_source_mode(source: Any, mode: Any) -> tuple[InterruptSource, InterruptMode]:
+def actor_options(kind: str, name: str, namespace: str | None, lifetime: str | None, extra: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Start or join Ray and build the ``.options()`` of a named agent or supervisor actor.
+
+    Returns the namespace actually used (a detached actor defaults to
+    ``"kaizen"``, so that another driver can find it by name).
+    """
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError(f"lifetime {lifetime!r} of {kind} {name!r} is not valid; expected None, 'detached' or 'non_detached'")
+    if lifetime == "detached" and namespace is None:
+        namespace = DEFAULT_NAMESPACE
+    ensure_ray(namespace)
+    namespace = namespace or ray.get_runtime_context().namespace  # the real one, for reprs and lookups
+    options: dict[str, Any] = {"name": name, "namespace": namespace, **extra}
+    if lifetime is not None:
+        options["lifetime"] = lifetime
+    return namespace, options
+
+
+def create_named(actor_cls: Any, kind: str, options: dict[str, Any], *args: Any) -> Any:
+    """``actor_cls.options(**options).remote(*args)``, with an error that says which name clashed."""
     try:
-        source = InterruptSource(source)
-    except ValueError:
-        raise ValueError(f"source {source!r} is not an InterruptSource; expected one of {[s.value for s in InterruptSource]}") from None
-    try:
-        mode = InterruptMode(mode)
-    except ValueError:
-        raise ValueError(f"mode {mode!r} is not an InterruptMode; expected one of {[m.value for m in InterruptMode]}") from None
-    return source, mode
+        return actor_cls.options(**options).remote(*args)
+    except ValueError as exc:
+        raise ValueError(f"cannot spawn {kind} {options['name']!r} in namespace {options['namespace']!r}: {exc}") from exc
 
 
 class ActorHandleBase:
@@ -108,7 +125,7 @@ class ActorHandleBase:
         metadata: dict[str, Any] | None = None,
     ) -> bool:
         """Ask the actor to stop; True if its manager accepted. Raises AgentGoneError if it is gone."""
-        source, mode = _check_source_mode(source, mode)
+        source, mode = coerce_source_mode(source, mode)
         return self._call(self._actor.request_interrupt.remote(source.value, mode.value, reason, metadata))
 
     def request_interrupt_nowait(
@@ -119,7 +136,7 @@ class ActorHandleBase:
         metadata: dict[str, Any] | None = None,
     ) -> Any:
         """Send the request without waiting (how managers forward to actors: all at once)."""
-        source, mode = _check_source_mode(source, mode)
+        source, mode = coerce_source_mode(source, mode)
         return self._actor.request_interrupt.remote(source.value, mode.value, reason, metadata)
 
     def status(self) -> dict[str, Any]:
@@ -302,7 +319,7 @@ def spawn_agent(
     name: str | None = None,
     namespace: str | None = None,
     lifetime: str | None = None,
-    **actor_options: Any,
+    **extra_options: Any,
 ) -> AgentHandle:
     """Start one agent actor; see ``BaseAutonomousAgent.spawn``."""
     from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
@@ -311,23 +328,10 @@ def spawn_agent(
 
     config = AutonomousConfig() if config is None else AutonomousConfig.model_validate(config)
     name = validate_agent_name(name or agent_cls.__name__)
-    if lifetime not in (None, "detached", "non_detached"):
-        raise ValueError(f"lifetime {lifetime!r} is not valid; expected None, 'detached' or 'non_detached'")
-    if lifetime == "detached" and namespace is None:
-        namespace = DEFAULT_NAMESPACE  # a detached swarm must be findable by name from another driver
     # Fail now, not at the first flush: the folder must be writable.
     storage_path = str(FileCheckpointStorage(config.storage_path).ensure_writable())
-    ensure_ray(namespace)
-    namespace = namespace or ray.get_runtime_context().namespace  # the real one, for reprs and lookups
-    options: dict[str, Any] = {"name": name, **actor_options}
-    if namespace is not None:
-        options["namespace"] = namespace
-    if lifetime is not None:
-        options["lifetime"] = lifetime
-    try:
-        actor = AgentActor.options(**options).remote(agent_cls, name, config, storage_path, namespace)
-    except ValueError as exc:
-        raise ValueError(f"cannot spawn agent {name!r} in namespace {namespace!r}: {exc}") from exc
+    namespace, options = actor_options("agent", name, namespace, lifetime, extra_options)
+    actor = create_named(AgentActor, "agent", options, agent_cls, name, config, storage_path, namespace)
     handle = AgentHandle(actor, name, namespace, storage_path)
     handle._register()
     return handle

@@ -32,7 +32,7 @@ from kaizen_ray.core.supervision import ChildExit, children_to_restart, classify
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime._watch import watch_run
 from kaizen_ray.runtime.agent_actor import AgentActor, ControlMethods, StoreSink, load_from_store
-from kaizen_ray.runtime.handles import ActorHandleBase, ensure_ray
+from kaizen_ray.runtime.handles import ActorHandleBase, actor_options, create_named
 
 logger = logging.getLogger("kaizen_ray.supervisor")
 
@@ -318,11 +318,10 @@ class Supervisor:
         config: SupervisorConfig | None = None,
         namespace: str | None = None,
         lifetime: str | None = None,
-        **actor_options: Any,
+        **extra_options: Any,
     ) -> SupervisorHandle:
         """Start a supervisor actor over ``children`` (their actors start with the run)."""
         from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
-        from kaizen_ray.runtime.handles import DEFAULT_NAMESPACE
 
         name = validate_agent_name(name)
         if config is None:
@@ -333,21 +332,10 @@ class Supervisor:
             raise ValueError(f"child names must be unique under supervisor {name!r}, got {names}")
         if not specs:
             raise ValueError(f"supervisor {name!r} needs at least one ChildSpec, got {children!r}")
-        if lifetime == "detached" and namespace is None:
-            namespace = DEFAULT_NAMESPACE
         storage_path = str(FileCheckpointStorage(config.storage_path).ensure_writable())
         child_storage = {s.name: str(FileCheckpointStorage(s.config.storage_path).ensure_writable()) for s in specs}
-        ensure_ray(namespace)
-        namespace = namespace or ray.get_runtime_context().namespace  # the real one, for reprs and lookups
-        options: dict[str, Any] = {"name": name, **actor_options}
-        if namespace is not None:
-            options["namespace"] = namespace
-        if lifetime is not None:
-            options["lifetime"] = lifetime
-        try:
-            actor = SupervisorActor.options(**options).remote(name, specs, config, storage_path, child_storage, namespace)
-        except ValueError as exc:
-            raise ValueError(f"cannot spawn supervisor {name!r} in namespace {namespace!r}: {exc}") from exc
+        namespace, options = actor_options("supervisor", name, namespace, lifetime, extra_options)
+        actor = create_named(SupervisorActor, "supervisor", options, name, specs, config, storage_path, child_storage, namespace)
         handle = SupervisorHandle(actor, name, namespace, storage_path)
         handle._register()
         return handle

@@ -106,6 +106,7 @@ def _interrupt_target(key: Hashable, payload: dict[str, Any], lateness_s: float)
         "timeout_seconds": payload["timeout_s"],
         "elapsed_seconds": elapsed,
         "lateness_seconds": lateness_s,
+        "deadline": key,
     }
     logger.info("timer: %s timed out after %.3fs (%.1f ms late)", payload["name"], elapsed, lateness_s * 1000)
     # Fire and forget: a dead target must not hold up the loop.

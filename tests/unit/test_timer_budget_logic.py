@@ -115,7 +115,7 @@ def test_the_budget_scope_persists_every_change_and_reloads_it(tmp_path):
     scope = BudgetScope("s", BudgetInterruptHandler(1.0), path)
     answer = scope.settle("a1", [(0.3, None), (0.2, None)], [])
     assert answer["spent"] == pytest.approx(0.5) and "stop" not in answer
-    assert json.loads(path.read_text())["spent"] == pytest.approx(0.5)
+    assert json.loads(path.read_text())["ledger"]["spent"] == pytest.approx(0.5)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     again = BudgetScope("s", BudgetInterruptHandler(1.0), path)  # what a restarted actor does
     assert again.snapshot()["spent"] == pytest.approx(0.5)
@@ -190,3 +190,17 @@ def test_the_ray_client_stops_its_own_agent_when_a_settle_finds_the_budget_spent
     asyncio.run(main())
     assert manager.is_interrupted() and manager.reason.metadata["handler"] == "budget"
     assert client.snapshot()["spent"] == pytest.approx(0.3)
+
+
+def test_a_retried_settle_or_reserve_is_answered_again_not_applied_twice(tmp_path):
+    path = tmp_path / "s.json"
+    scope = BudgetScope("s", BudgetInterruptHandler(1.0), path)
+    first = scope.settle("a1", [(0.3, None)], [], call_id="call-1")
+    rid = scope.reserve("a1", 0.2, call_id="call-2")
+    # The actor dies after writing, before answering; Ray restarts it and retries both calls.
+    again = BudgetScope("s", BudgetInterruptHandler(1.0), path)
+    assert again.settle("a1", [(0.3, None)], [], call_id="call-1") == first
+    assert again.reserve("a1", 0.2, call_id="call-2") == rid
+    assert again.snapshot()["spent"] == pytest.approx(0.3) and again.snapshot()["reserved"] == pytest.approx(0.2)
+    again.settle("a1", [(0.3, None)], [], call_id="call-3")  # a new call is applied
+    assert again.snapshot()["spent"] == pytest.approx(0.6)

@@ -1,0 +1,251 @@
+"""Budget actors on a real local Ray: a shared scope, reservations, overshoot, a crash, the warning, status.
+
+A :class:`BudgetInterruptHandler` added to a supervisor is one budget scope (a
+``kaizen-budget/...`` actor) that every child charges; added to an agent
+alone, a scope of its own. The agents here charge a fixed cost per cycle,
+optionally reserving it first, and the tests compare what the children say
+they spent with what the budget actor recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import ray.cloudpickle
+
+import kaizen_ray as kr
+from kaizen_ray.core.budget import MONEY_TOLERANCE
+
+pytestmark = pytest.mark.ray
+
+# pytest imports this file as a top-level module Ray's workers cannot import:
+# ship its agent classes by value, not by reference.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+WAIT_S = 90.0  # generous: other Ray tests share these two cores
+N_CHILDREN = 3
+
+
+def wait_until(predicate, what: str, timeout: float = WAIT_S, poll: float = 0.02):
+    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
+@pytest.fixture
+def cleanup():
+    """Kill the agents and supervisors a test spawned (a budget actor dies with its owner)."""
+    spawned: list[Any] = []
+    yield spawned.append
+    for handle in spawned:
+        handle.kill()
+
+
+# -- the agent (module level: cloudpickle ships it to the actors by value) -----------------------
+
+
+class Spender(kr.BaseAutonomousAgent):
+    """Pays ``cost`` per cycle, forever; with ``reserve`` it asks the budget first and skips if refused.
+
+    Its BUDGET_WARNING hook leaves one file per firing in ``warn_dir``.
+    """
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.hooks.register(kr.HookEvent.BUDGET_WARNING, self._warned)
+
+    def _warned(self, ctx: kr.HookContext) -> None:
+        record = {"agent": ctx.agent_name, "spent": ctx.metadata["budget"]["spent"]}
+        (Path(ctx.state["warn_dir"]) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(record))
+
+    def initial_state(self, task):
+        return {"paid": 0, "refused": 0, **task}
+
+    async def step(self, state, ctx):
+        if state["reserve"] and not await ctx.reserve(state["cost"]):
+            return kr.StepResult({**state, "refused": state["refused"] + 1})
+        # The "call": long enough for the other agents' reservations and charges to interleave.
+        await asyncio.sleep(state["delay"])
+        ctx.charge(state["cost"])
+        return kr.StepResult({**state, "paid": state["paid"] + 1})
+
+
+def spending_swarm(name: str, storage: Path, task: dict[str, Any]) -> Any:
+    children = [
+        kr.ChildSpec(Spender, name=f"s{i}", config=kr.AutonomousConfig(storage_path=storage), task=task)
+        for i in range(N_CHILDREN)
+    ]
+    return kr.Supervisor.spawn(name, children=children, config=kr.SupervisorConfig(storage_path=storage))
+
+
+def spend_task(tmp_path: Path, *, cost: float, reserve: bool, delay: float = 0.02) -> dict[str, Any]:
+    warn_dir = tmp_path / "warnings"
+    warn_dir.mkdir(exist_ok=True)
+    return {"cost": cost, "reserve": reserve, "delay": delay, "warn_dir": str(warn_dir)}
+
+
+def assert_stopped_by_the_budget(result: dict[str, Any], max_cost: float) -> None:
+    """Every child of the swarm result ``result`` stopped on a SYSTEM budget interrupt."""
+    for name, child in result["children"].items():
+        assert child["status"] == "interrupted" and child["mode"] == "graceful", (name, child)
+        reason = child["interrupt_reason"]
+        assert reason.source == kr.InterruptSource.SYSTEM and reason.mode == kr.InterruptMode.GRACEFUL, (name, reason)
+        assert reason.metadata["handler"] == "budget" and reason.metadata["max_cost"] == max_cost, (name, reason)
+        assert reason.metadata["spent"] >= 0
+
+
+def budget_actor(namespace: str, status: dict[str, Any]) -> Any:
+    scope = status["budget"]["scope"]
+    assert scope.startswith("kaizen-budget"), scope
+    return ray.get_actor(scope, namespace=namespace)
+
+
+def pid_of(actor: Any) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda _: os.getpid()), timeout=WAIT_S)
+
+
+# -- a shared scope ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reserve", [True, False], ids=["reservations", "charges-only"])
+def test_a_shared_budget_stops_every_child_warns_once_and_bounds_the_overshoot(
+    ray_cluster, storage, tmp_path, cleanup, reserve
+):
+    max_cost, cost = 1.0, 0.07  # not a multiple: charging past the budget overshoots it
+    sup = spending_swarm(f"shared-{'res' if reserve else 'charge'}", storage, spend_task(tmp_path, cost=cost, reserve=reserve))
+    cleanup(sup)
+    sup.add_handler(kr.BudgetInterruptHandler(max_cost=max_cost))
+
+    result = ray.get(sup.start(), timeout=WAIT_S)
+
+    assert result["status"] == "interrupted"
+    reason = result["interrupt_reason"]
+    assert reason.source == kr.InterruptSource.SYSTEM and reason.metadata["handler"] == "budget"
+    assert reason.metadata["max_cost"] == max_cost
+    assert sorted(result["children"]) == [f"s{i}" for i in range(N_CHILDREN)]
+    assert_stopped_by_the_budget(result, max_cost)
+
+    costs = {name: child["cost"] for name, child in result["children"].items()}
+    total = math.fsum(costs.values())
+    for name, child in result["children"].items():  # a child's cost is exactly what it paid for
+        assert child["cost"] == pytest.approx(child["state"]["paid"] * cost, abs=MONEY_TOLERANCE), name
+    if reserve:
+        # Zero overshoot, however the three interleave; and they did get to spend.
+        assert total <= max_cost + MONEY_TOLERANCE, costs
+        assert total > max_cost - cost - MONEY_TOLERANCE, costs  # stopped by a refusal, not earlier
+        assert sum(child["state"]["refused"] for child in result["children"].values()) >= 1
+    else:
+        # Spend reached the budget; past it, at most one cycle's charge per agent.
+        assert max_cost - MONEY_TOLERANCE <= total <= max_cost + N_CHILDREN * cost + MONEY_TOLERANCE, costs
+
+    # The budget actor's own ledger agrees with the children, and nothing stays reserved.
+    snapshot = ray.get(budget_actor(ray_cluster, sup.status()).snapshot.remote(), timeout=WAIT_S)
+    assert snapshot["spent"] == pytest.approx(total, abs=MONEY_TOLERANCE)
+    assert snapshot["reserved"] == pytest.approx(0.0, abs=MONEY_TOLERANCE) and snapshot["exhausted"] is True
+    status_budget = sup.status()["budget"]
+    assert status_budget["spent"] == pytest.approx(total, abs=MONEY_TOLERANCE)
+    assert status_budget["max_cost"] == max_cost and status_budget["remaining"] == pytest.approx(
+        max(0.0, max_cost - total), abs=MONEY_TOLERANCE
+    )
+
+    # BUDGET_WARNING fired exactly once across the swarm, in the agent whose charges crossed 80 %.
+    warnings = [json.loads(p.read_text()) for p in (tmp_path / "warnings").iterdir()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0]["agent"].startswith(sup.name + "/")
+    assert 0.8 * max_cost - MONEY_TOLERANCE <= warnings[0]["spent"] < 0.8 * max_cost + N_CHILDREN * cost
+
+
+def test_a_budget_actor_killed_mid_run_restarts_with_its_spend(ray_cluster, storage, tmp_path, cleanup):
+    max_cost, cost = 3.0, 0.05
+    sup = spending_swarm("survives-a-crash", storage, spend_task(tmp_path, cost=cost, reserve=True, delay=0.03))
+    cleanup(sup)
+    sup.add_handler(kr.BudgetInterruptHandler(max_cost=max_cost))
+    actor = budget_actor(ray_cluster, sup.status())
+
+    pid_before = pid_of(actor)
+    ref = sup.start()
+    spent_before = wait_until(
+        lambda: (spent := sup.status()["budget"]["spent"]) >= 0.5 and spent, "the swarm to spend 0.5"
+    )
+    ray.kill(actor, no_restart=False)
+    # The call waits for the restart (Ray re-runs __init__, which reloads the ledger from disk).
+    spent_after = ray.get(actor.snapshot.remote(), timeout=WAIT_S)["spent"]
+    result = ray.get(ref, timeout=WAIT_S)
+
+    assert spent_after >= spent_before - MONEY_TOLERANCE, (spent_before, spent_after)
+    assert_stopped_by_the_budget(result, max_cost)
+    # The restarted actor still interrupts its subscriber, the supervisor.
+    assert result["status"] == "interrupted", result
+    reason = result["interrupt_reason"]
+    assert reason is not None and reason.metadata["handler"] == "budget", result
+    total = math.fsum(child["cost"] for child in result["children"].values())
+    # A ledger reset to zero would have let the swarm spend max_cost again on top.
+    assert total <= max_cost + MONEY_TOLERANCE
+    final = ray.get(actor.snapshot.remote(), timeout=WAIT_S)
+    assert final["spent"] == pytest.approx(total, abs=MONEY_TOLERANCE), (final, total)
+    assert final["spent"] > max_cost - 2 * cost  # the swarm spent the budget, it did not stop early
+    assert pid_of(actor) != pid_before  # it really was a new process
+
+
+# -- an agent alone, status ----------------------------------------------------------------------------
+
+
+def test_status_shows_spend_and_remaining_and_an_agent_alone_charges_its_own_scope(ray_cluster, storage, tmp_path, cleanup):
+    task = spend_task(tmp_path, cost=0.125, reserve=False, delay=0.0)
+    handles = {
+        cycles: Spender.spawn(config=kr.AutonomousConfig(storage_path=storage, max_cycles=cycles), name=f"solo-{cycles}")
+        for cycles in (2, 4)
+    }
+    for handle in handles.values():
+        cleanup(handle)
+        handle.add_handler(kr.BudgetInterruptHandler(max_cost=1.0))
+        budget = handle.status()["budget"]
+        assert (budget["spent"], budget["remaining"], budget["max_cost"]) == (0.0, 1.0, 1.0)
+
+    results = dict(zip(handles, ray.get([h.start(task) for h in handles.values()], timeout=WAIT_S)))
+
+    scopes = set()
+    for cycles, handle in handles.items():
+        assert results[cycles]["status"] == "completed" and results[cycles]["cost"] == cycles * 0.125
+        budget = handle.status()["budget"]
+        assert budget["spent"] == cycles * 0.125 and budget["remaining"] == 1.0 - cycles * 0.125
+        assert budget["exhausted"] is False and budget["scope"].startswith(f"kaizen-budget/{handle.name}/")
+        scopes.add(budget["scope"])
+    assert len(scopes) == 2  # each charged its own
+
+
+# -- bad input -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, -math.inf], ids=["negative", "nan", "minus-inf"])
+def test_a_bad_budget_is_refused_at_construction_naming_the_field_and_the_value(bad):
+    with pytest.raises(ValueError, match="max_cost") as caught:
+        kr.BudgetInterruptHandler(max_cost=bad)
+    assert repr(bad) in str(caught.value)
+
+
+def test_a_supervisor_handle_refuses_what_is_not_a_handler(ray_cluster, storage, tmp_path, cleanup):
+    sup = spending_swarm("refuses-junk", storage, spend_task(tmp_path, cost=0.1, reserve=False))
+    cleanup(sup)
+
+    with pytest.raises(TypeError, match="not an interrupt handler"):
+        sup.add_handler({"max_cost": 1.0})
+    with pytest.raises(TypeError, match="Timeout- or BudgetInterruptHandler"):
+        ray.get(sup.actor.add_handler.remote(object()), timeout=WAIT_S)
+    assert sup.status()["budget"] is None  # nothing was registered
