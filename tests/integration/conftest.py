@@ -32,3 +32,12 @@ def storage(tmp_path):
     path = tmp_path / "checkpoints"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def cleanup():
+    """Collects the handles a test spawned and kills them after it (children and budget actors die with their owner)."""
+    spawned: list = []
+    yield spawned.append
+    for handle in spawned:
+        handle.kill()

@@ -7,6 +7,8 @@ of sleeping and hoping the step has begun.
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import os
 import re
@@ -24,6 +26,8 @@ import ray.cloudpickle
 import kaizen_ray as kr
 from kaizen_ray.runtime.handles import AgentGoneError
 
+import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
+
 pytestmark = pytest.mark.ray
 
 # pytest imports this file as a top-level module that Ray's workers cannot
@@ -34,16 +38,7 @@ EVENT_TIMEOUT_S = 60.0  # generous: other Ray tests share these two cores
 RESULT_TIMEOUT_S = 60.0
 
 
-def wait_until(predicate, what: str, timeout: float = EVENT_TIMEOUT_S, poll: float = 0.02):
-    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
+wait_until = functools.partial(_waiting.wait_until, timeout=EVENT_TIMEOUT_S, poll=0.02)
 
 
 def config(storage: Path, **overrides) -> kr.AutonomousConfig:

@@ -6,6 +6,8 @@ agent's ``StoreSink`` sends), so each property is observed where it is made.
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import os
 import sys
@@ -22,6 +24,8 @@ from kaizen_ray.core.checkpoint import Checkpoint, decode_checkpoint, encode_che
 from kaizen_ray.runtime.agent_actor import load_from_store
 from kaizen_ray.runtime.checkpoints import STORE_NAME, get_or_create_store
 
+import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
+
 pytestmark = pytest.mark.ray
 
 # pytest imports this file as a top-level module that Ray's workers cannot
@@ -32,16 +36,7 @@ EVENT_TIMEOUT_S = 60.0  # generous: other Ray tests share these two cores
 KEEP_PER_AGENT = 4  # CheckpointStoreLogic's default, which the actor uses
 
 
-def wait_until(predicate, what: str, timeout: float = EVENT_TIMEOUT_S, poll: float = 0.05):
-    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
+wait_until = functools.partial(_waiting.wait_until, timeout=EVENT_TIMEOUT_S, poll=0.05)
 
 
 class Counter(kr.BaseAutonomousAgent):

@@ -11,6 +11,8 @@ actor is gone.
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import json
 import sys
@@ -24,6 +26,8 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
+import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
+
 pytestmark = pytest.mark.ray
 
 # pytest imports this file as a top-level module Ray's workers cannot import:
@@ -35,25 +39,9 @@ GRACEFUL_S = 0.5
 IMMEDIATE_S = 0.5
 
 
-def wait_until(predicate, what: str, timeout: float = WAIT_S, poll: float = 0.02):
-    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
+wait_until = functools.partial(_waiting.wait_until, timeout=WAIT_S, poll=0.02)
 
 
-@pytest.fixture
-def cleanup():
-    """Kill the agents a test spawned (already dead ones included: ray.kill does not mind)."""
-    spawned: list[Any] = []
-    yield spawned.append
-    for handle in spawned:
-        handle.kill()
 
 
 def history_file(storage: Path, name: str) -> Path:

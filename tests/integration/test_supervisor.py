@@ -90,13 +90,6 @@ def wait_for_cycles(namespace: str, full_name: str, at_least: int) -> dict[str, 
     raise TimeoutError(f"{full_name} did not reach cycle {at_least} within {WAIT_S}s")
 
 
-@pytest.fixture
-def cleanup():
-    """Kill the supervisors a test spawned (their children die with them)."""
-    spawned: list[Any] = []
-    yield spawned.append
-    for handle in spawned:
-        handle.kill()
 
 
 def test_interrupt_fans_out_to_all_children_concurrently(ray_cluster, storage, cleanup):

@@ -121,13 +121,6 @@ def restart_stops(checkpoints: list[kr.Checkpoint]) -> list[kr.Checkpoint]:
     ]  # fmt: skip
 
 
-@pytest.fixture
-def cleanup():
-    """Kill the supervisors a test spawned (their children die with them)."""
-    spawned: list[Any] = []
-    yield spawned.append
-    for handle in spawned:
-        handle.kill()
 
 
 def test_killed_child_is_restarted_from_its_checkpoint_and_ends_as_if_undisturbed(ray_cluster, storage, cleanup):

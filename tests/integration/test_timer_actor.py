@@ -8,6 +8,8 @@ instead of sleeping and hoping.
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import math
 import sys
@@ -22,6 +24,8 @@ import ray.cloudpickle
 import kaizen_ray as kr
 from kaizen_ray.runtime.timer import TIMER_NAME, get_or_create_timer
 
+import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
+
 pytestmark = pytest.mark.ray
 
 # pytest imports this file as a top-level module Ray's workers cannot import:
@@ -32,29 +36,13 @@ WAIT_S = 60.0  # generous: other Ray tests share these two cores
 TOLERANCE_S = 0.05  # wall-clock jitter between two processes of one machine
 
 
-def wait_until(predicate, what: str, timeout: float = WAIT_S, poll: float = 0.02):
-    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
+wait_until = functools.partial(_waiting.wait_until, timeout=WAIT_S, poll=0.02)
 
 
 def config(storage: Path, **overrides: Any) -> kr.AutonomousConfig:
     return kr.AutonomousConfig(storage_path=storage, **overrides)
 
 
-@pytest.fixture
-def cleanup():
-    """Kill the agents and supervisors a test spawned, so the module's cluster stays small."""
-    spawned: list[Any] = []
-    yield spawned.append
-    for handle in spawned:
-        handle.kill()
 
 
 def timeout_reason(result: dict[str, Any]) -> kr.InterruptReason:

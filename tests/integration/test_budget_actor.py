@@ -9,12 +9,13 @@ they spent with what the budget actor recorded.
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import json
 import math
 import os
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ import ray.cloudpickle
 import kaizen_ray as kr
 from kaizen_ray.core.budget import MONEY_TOLERANCE
 
+import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
+
 pytestmark = pytest.mark.ray
 
 # pytest imports this file as a top-level module Ray's workers cannot import:
@@ -36,25 +39,9 @@ WAIT_S = 90.0  # generous: other Ray tests share these two cores
 N_CHILDREN = 3
 
 
-def wait_until(predicate, what: str, timeout: float = WAIT_S, poll: float = 0.02):
-    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
+wait_until = functools.partial(_waiting.wait_until, timeout=WAIT_S, poll=0.02)
 
 
-@pytest.fixture
-def cleanup():
-    """Kill the agents and supervisors a test spawned (a budget actor dies with its owner)."""
-    spawned: list[Any] = []
-    yield spawned.append
-    for handle in spawned:
-        handle.kill()
 
 
 # -- the agent (module level: cloudpickle ships it to the actors by value) -----------------------
