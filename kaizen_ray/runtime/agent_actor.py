@@ -224,7 +224,12 @@ class ControlMethods:
     @ray.method(concurrency_group="control")
     async def describe(self) -> dict[str, Any]:
         """What a handle needs to be rebuilt from the actor alone (``kr.get_agent``)."""
-        return {"name": self._name, "storage_path": self._storage_path, "kind": self._kind}
+        return {
+            "name": self._name,
+            "storage_path": self._storage_path,
+            "kind": self._kind,
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
 
     @ray.method(concurrency_group="control")
     async def wait_kill_deadline(self) -> dict[str, Any] | None:

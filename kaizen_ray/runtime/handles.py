@@ -308,8 +308,15 @@ class AgentHandle(ActorHandleBase):
         from kaizen_ray.runtime._watch import watch_task
         from kaizen_ray.runtime.checkpoints import get_or_create_store
 
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         store = get_or_create_store(self.namespace)
-        return watch_task.remote(self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint)
+        # The watcher lives beside its caller, not beside the agent: if the
+        # agent's node is lost, the watcher must survive to report it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return watch_task.options(scheduling_strategy=here).remote(
+            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint
+        )
 
 
 def spawn_agent(
