@@ -125,8 +125,7 @@ class ActorHandleBase:
         metadata: dict[str, Any] | None = None,
     ) -> bool:
         """Ask the actor to stop; True if its manager accepted. Raises AgentGoneError if it is gone."""
-        source, mode = coerce_source_mode(source, mode)
-        return self._call(self._actor.request_interrupt.remote(source.value, mode.value, reason, metadata))
+        return self._call(self.request_interrupt_nowait(source, mode, reason, metadata))
 
     def request_interrupt_nowait(
         self,

@@ -26,6 +26,8 @@ import ray.cloudpickle
 import kaizen_ray as kr
 from kaizen_ray.runtime.handles import AgentGoneError
 
+from _agents import AwaitsForever  # noqa: E402 - shared agents beside this file (pytest puts this folder on sys.path)
+
 import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
 
 pytestmark = pytest.mark.ray
@@ -60,23 +62,6 @@ class Blocker(kr.BaseAutonomousAgent):
         time.sleep(state["block_s"])
         spans = [*state["spans"], (start, time.time())]
         return kr.StepResult({**state, "n": state["n"] + 1, "spans": spans})
-
-
-class AsyncWaiter(kr.BaseAutonomousAgent):
-    """Cycle 1 returns at once; cycle 2 marks its start and awaits for a minute, noting a cancellation."""
-
-    def initial_state(self, task):
-        return {"n": 0, **task}
-
-    async def step(self, state, ctx):
-        if state["n"] >= 1:
-            Path(state["marker"]).touch()
-            try:
-                await asyncio.sleep(60)
-            except asyncio.CancelledError:
-                Path(state["cancelled"]).touch()
-                raise
-        return kr.StepResult({**state, "n": state["n"] + 1})
 
 
 class Polite(kr.BaseAutonomousAgent):
@@ -200,7 +185,7 @@ def test_control_calls_reach_an_agent_whose_sync_step_blocks_within_100ms(ray_cl
 
 def test_immediate_cancels_an_async_step_at_its_next_await(ray_cluster, storage, tmp_path):
     marker, cancelled = tmp_path / "cycle2-started", tmp_path / "cycle2-cancelled"
-    handle = AsyncWaiter.spawn(config=config(storage), name="async-waiter")
+    handle = AwaitsForever.spawn(config=config(storage), name="async-waiter")
     ref = handle.start({"marker": str(marker), "cancelled": str(cancelled)})
     wait_until(marker.exists, "cycle 2 to start awaiting")
 

@@ -8,7 +8,6 @@ Restarts are in test_supervisor_restarts.py.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from datetime import timedelta
@@ -20,6 +19,8 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
+from _agents import Counter, expected_state  # noqa: E402 - shared agents beside this file (pytest puts this folder on sys.path)
+
 pytestmark = pytest.mark.ray
 
 # pytest put this folder on the driver's sys.path only: ship this module's
@@ -28,31 +29,6 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 WAIT_S = 90.0  # generous: other helpers load this 2-core machine too
 SLOW_ACK_S = 1.5
-
-
-def advance(state: dict[str, Any], agent_name: str) -> dict[str, Any]:
-    """The counter's transition: ``acc`` depends on every cycle, in order."""
-    n = state["n"] + 1
-    return {**state, "n": n, "acc": (state["acc"] * 31 + n * n) % 1_000_003, "agent": agent_name}
-
-
-def expected_state(task: dict[str, Any], agent_name: str) -> dict[str, Any]:
-    state = Counter.initial_state(None, task)  # type: ignore[arg-type]
-    while state["n"] < task["goal"]:
-        state = advance(state, agent_name)
-    return state
-
-
-class Counter(kr.BaseAutonomousAgent):
-    """Counts to ``goal``, one short sleep per cycle."""
-
-    def initial_state(self, task: dict[str, Any]) -> dict[str, Any]:
-        return {"n": 0, "acc": task["seed"], "goal": task["goal"], "delay": task["delay"], "agent": None}
-
-    async def step(self, state: dict[str, Any], ctx: Any) -> kr.StepResult:
-        await asyncio.sleep(state["delay"])
-        new = advance(state, ctx.agent_name)
-        return kr.StepResult(new, done=new["n"] >= new["goal"], output=new["acc"])
 
 
 class SlowAckCounter(Counter):
@@ -88,8 +64,6 @@ def wait_for_cycles(namespace: str, full_name: str, at_least: int) -> dict[str, 
             return status
         time.sleep(0.05)
     raise TimeoutError(f"{full_name} did not reach cycle {at_least} within {WAIT_S}s")
-
-
 
 
 def test_interrupt_fans_out_to_all_children_concurrently(ray_cluster, storage, cleanup):

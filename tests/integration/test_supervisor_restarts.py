@@ -7,7 +7,6 @@ replaying the same transition without any disturbance.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import Any
@@ -18,6 +17,8 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
+from _agents import Counter, expected_state  # noqa: E402 - shared agents beside this file (pytest puts this folder on sys.path)
+
 pytestmark = pytest.mark.ray
 
 # pytest put this folder on the driver's sys.path only: ship this module's
@@ -25,31 +26,6 @@ pytestmark = pytest.mark.ray
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 WAIT_S = 90.0  # generous: other helpers load this 2-core machine too
-
-
-def advance(state: dict[str, Any], agent_name: str) -> dict[str, Any]:
-    """The counter's transition: ``acc`` depends on every cycle, in order."""
-    n = state["n"] + 1
-    return {**state, "n": n, "acc": (state["acc"] * 31 + n * n) % 1_000_003, "agent": agent_name}
-
-
-def expected_state(task: dict[str, Any], agent_name: str) -> dict[str, Any]:
-    state = Counter.initial_state(None, task)  # type: ignore[arg-type]
-    while state["n"] < task["goal"]:
-        state = advance(state, agent_name)
-    return state
-
-
-class Counter(kr.BaseAutonomousAgent):
-    """Counts to ``goal``, one short sleep per cycle."""
-
-    def initial_state(self, task: dict[str, Any]) -> dict[str, Any]:
-        return {"n": 0, "acc": task["seed"], "goal": task["goal"], "delay": task["delay"], "agent": None}
-
-    async def step(self, state: dict[str, Any], ctx: Any) -> kr.StepResult:
-        await asyncio.sleep(state["delay"])
-        new = advance(state, ctx.agent_name)
-        return kr.StepResult(new, done=new["n"] >= new["goal"], output=new["acc"])
 
 
 class Broken(kr.BaseAutonomousAgent):
@@ -119,8 +95,6 @@ def restart_stops(checkpoints: list[kr.Checkpoint]) -> list[kr.Checkpoint]:
         and c.interrupt_reason is not None
         and c.interrupt_reason.metadata.get("cause") == "restart"
     ]  # fmt: skip
-
-
 
 
 def test_killed_child_is_restarted_from_its_checkpoint_and_ends_as_if_undisturbed(ray_cluster, storage, cleanup):

@@ -22,6 +22,8 @@ import ray
 import ray.cloudpickle
 
 import kaizen_ray as kr
+
+from _agents import AwaitsForever  # noqa: E402 - shared agents beside this file (pytest puts this folder on sys.path)
 from kaizen_ray.runtime.timer import TIMER_NAME, get_or_create_timer
 
 import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
@@ -63,23 +65,6 @@ class Ticker(kr.BaseAutonomousAgent):
 
     async def step(self, state, ctx):
         await asyncio.sleep(0.02)
-        return kr.StepResult({**state, "n": state["n"] + 1})
-
-
-class AwaitsForever(kr.BaseAutonomousAgent):
-    """Cycle 1 returns at once; cycle 2 marks its start and awaits for an hour, noting a cancellation."""
-
-    def initial_state(self, task):
-        return {"n": 0, **task}
-
-    async def step(self, state, ctx):
-        if state["n"] >= 1:
-            Path(state["marker"]).touch()
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                Path(state["cancelled"]).touch()
-                raise
         return kr.StepResult({**state, "n": state["n"] + 1})
 
 
