@@ -14,7 +14,7 @@ blocks and turns Ctrl+C into interrupts of the agent's actor:
 
 The run's checkpoint is on disk when ``run`` returns; the script prints its
 file. Output lines (tests rely on them): ``RUNNING`` once the agent has
-completed a cycle and Ctrl+C is handled, ``INTERRUPT SEEN`` when the agent's
+completed a cycle, is in the middle of the next one, and Ctrl+C is handled, ``INTERRUPT SEEN`` when the agent's
 actor has accepted an interrupt, then ``RESULT ...`` and ``CHECKPOINT ...``.
 """
 
@@ -72,7 +72,7 @@ def start_ray() -> bool:
 
 
 def watch(handle: kr.AgentHandle, sigint_before: Any, finished: threading.Event) -> None:
-    """Say RUNNING once a cycle is done and Ctrl+C is ours, then each interrupt the actor accepts."""
+    """Say RUNNING once a cycle is done, the next is in flight and Ctrl+C is ours; then each interrupt accepted."""
     announced_running = False
     seen_mode = None
     while not finished.wait(0.1):
@@ -83,7 +83,8 @@ def watch(handle: kr.AgentHandle, sigint_before: Any, finished: threading.Event)
             return
         # handle.run installs its Ctrl+C handler right after starting the run:
         # wait for both, so that a Ctrl+C after RUNNING is always a graceful stop.
-        if not announced_running and status["cycle"] >= 1 and signal.getsignal(signal.SIGINT) is not sigint_before:
+        ready = status["cycle"] >= 1 and status["cycle_in_flight"] is not None  # mid-cycle, not at a boundary
+        if not announced_running and ready and signal.getsignal(signal.SIGINT) is not sigint_before:
             announced_running = True
             say(f"RUNNING: {handle.name} completed cycle {status['cycle']}; press Ctrl+C to stop it gracefully")
         if status["interrupted"] and status["mode"] != seen_mode:

@@ -175,6 +175,7 @@ class Run:
         )
         await self._hook(HookEvent.PRE_CYCLE, state)
         call: DaemonCall | None = None
+        agent.cycle_in_flight = ctx.cycle
         if self.sync_step:
             call = DaemonCall(agent.step, state, ctx, name=f"kaizen-step-{agent.name}")
             step = asyncio.ensure_future(call.result())
@@ -183,6 +184,7 @@ class Run:
         try:
             result = await self._await_step(step, call)
         finally:
+            agent.cycle_in_flight = None
             # Spend is a fact even for a cancelled cycle; settle before the next one.
             agent.cost += ctx.cycle_cost
             await agent._budget.settle()

@@ -96,6 +96,7 @@ class BaseAutonomousAgent:
         self.cycle = 0
         self.cost = 0.0
         self.last_checkpoint_id: str | None = None
+        self.cycle_in_flight: int | None = None  # the cycle whose step is running now, if any
         # The manager generation a finished run already stopped for: a new run
         # (a resume) starts clear of it, but not of a request made since.
         self._handled_generation: int | None = None
@@ -141,12 +142,13 @@ class BaseAutonomousAgent:
     # -- status ------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """A snapshot of the agent: phase, cycle, cost, interrupt state, budget."""
+        """A snapshot of the agent: phase, cycles done, the cycle in flight, cost, interrupt state, budget."""
         mgr = self.interrupt_manager
         return {
             "agent": self.name,
             "phase": self.phase.value,
             "cycle": self.cycle,
+            "cycle_in_flight": self.cycle_in_flight,
             "cost": self.cost,
             "interrupted": mgr.is_interrupted(),
             "mode": mgr.mode.value if mgr.mode else None,

@@ -185,7 +185,8 @@ def _checkpoint(example: Example) -> tuple[str, Path]:
 
 def test_one_ctrl_c_stops_the_agent_gracefully_with_a_checkpoint_on_disk(run_example, tmp_path):
     storage = tmp_path / "ckpts"
-    example = run_example("01_ctrl_c_interrupt.py", "--storage", str(storage), "--pause", "0.3")
+    # 1 s cycles, and RUNNING is said mid-cycle: the Ctrl+C lands while a step is in flight.
+    example = run_example("01_ctrl_c_interrupt.py", "--storage", str(storage), "--pause", "1")
     running = example.wait_for(r"^RUNNING: \S+ completed cycle (\d+)", START_S)
     example.note_ray_processes()
     os.kill(example.proc.pid, signal.SIGINT)

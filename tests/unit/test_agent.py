@@ -431,3 +431,18 @@ def test_a_request_made_between_runs_still_stops_the_next_run(tmp_path):
     agent.interrupt_manager.request_interrupt("programmatic", reason="not yet")
     again = run(agent.run_autonomous(resume_from_checkpoint="latest"))
     assert (again["status"], again["cycles"], again["interrupt_reason"].message) == ("interrupted", 0, "not yet")
+
+
+def test_status_names_the_cycle_in_flight_only_while_its_step_runs(tmp_path):
+    seen: list = []
+
+    class Reporter(Counter):
+        async def step(self, state, ctx):
+            seen.append((ctx.cycle, self.status()["cycle_in_flight"]))
+            return await super().step(state, ctx)
+
+    agent = Reporter(config=cfg(tmp_path))
+    agent.hooks.register(kr.HookEvent.POST_CYCLE, lambda ctx: seen.append(("post", agent.status()["cycle_in_flight"])))
+    run(agent.run_autonomous(2))
+    assert seen == [(1, 1), ("post", None), (2, 2), ("post", None)]
+    assert agent.status()["cycle_in_flight"] is None
