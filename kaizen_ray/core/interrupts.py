@@ -32,6 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kaizen_ray.core.errors import KaizenError
+
 logger = logging.getLogger("kaizen_ray")
 
 __all__ = [
@@ -105,12 +107,12 @@ class InterruptReason(BaseModel):
         return self.model_copy(update={"metadata": {**self.metadata, **extra}})
 
 
-class InterruptedError(builtins.InterruptedError):  # noqa: A001 - the contract's name
+class InterruptedError(KaizenError, builtins.InterruptedError):  # noqa: A001 - the contract's name
     """Raised by a run with ``raise_on_interrupt=True`` that was interrupted.
 
     >>> err = InterruptedError(InterruptReason(source="user"), checkpoint_id="ck-1")
-    >>> isinstance(err, builtins.InterruptedError), err.checkpoint_id
-    (True, 'ck-1')
+    >>> isinstance(err, builtins.InterruptedError), isinstance(err, KaizenError), err.checkpoint_id
+    (True, True, 'ck-1')
     """
 
     def __init__(self, reason: InterruptReason, checkpoint_id: str | None = None) -> None:
