@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kaizen_ray.core.agent import AgentPhase, BaseAutonomousAgent, StepResult
+from kaizen_ray.core.agent import AgentPhase, BaseAutonomousAgent, StepResult, set_spawner
 from kaizen_ray.core.checkpoint import (
     Checkpoint,
     CheckpointCorruptError,
@@ -27,6 +27,7 @@ from kaizen_ray.core.checkpoint import (
 )
 from kaizen_ray.core.config import AutonomousConfig, ChildSpec, RestartPolicy, RestartStrategy, SupervisorConfig
 from kaizen_ray.core.context import StepContext
+from kaizen_ray.core.errors import AgentGoneError, ConfigError, KaizenError, LLMError
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
 from kaizen_ray.core.hooks import HookContext, HookEvent, HookManager, HookResult
 from kaizen_ray.core.interrupts import (
@@ -42,7 +43,6 @@ __version__ = "0.1.0"
 # Names served by the Ray runtime, imported on first use so that the core (and
 # `list_checkpoints`, `load_checkpoint`) never pay for importing Ray.
 _LAZY: dict[str, str] = {
-    "AgentGoneError": "kaizen_ray.runtime.handles",
     "AgentHandle": "kaizen_ray.runtime.handles",
     "InterruptManagerProxy": "kaizen_ray.runtime.handles",
     "get_agent": "kaizen_ray.runtime.handles",
@@ -51,6 +51,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AgentGoneError",
     "AgentPhase",
     "AutonomousConfig",
     "BaseAutonomousAgent",
@@ -64,6 +65,7 @@ __all__ = [
     "CheckpointStatus",
     "CheckpointStorageError",
     "ChildSpec",
+    "ConfigError",
     "HookContext",
     "HookEvent",
     "HookManager",
@@ -73,6 +75,8 @@ __all__ = [
     "InterruptReason",
     "InterruptSource",
     "InterruptedError",
+    "KaizenError",
+    "LLMError",
     "RestartPolicy",
     "RestartStrategy",
     "SignalInterruptHandler",
@@ -84,6 +88,17 @@ __all__ = [
     "load_checkpoint",
     *_LAZY,
 ]
+
+
+def _spawn(agent_cls: type, config: Any, **kwargs: Any) -> Any:
+    # This package sits above both layers: the core's agents spawn into the
+    # Ray runtime through this seam, and Ray is imported on first spawn only.
+    from kaizen_ray.runtime.handles import spawn_agent
+
+    return spawn_agent(agent_cls, config, **kwargs)
+
+
+set_spawner(_spawn)
 
 
 def __getattr__(name: str) -> Any:

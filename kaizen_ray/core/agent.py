@@ -1,57 +1,44 @@
-"""The agent users subclass, what a step returns, and the agent's phases.
+"""The agent users subclass: its step, its first state, its manager and hooks.
 
-The cycle loop itself, with its cancellation semantics, is in
-:mod:`kaizen_ray.core._loop`; ``run_autonomous`` runs it.
+The agent is the user's code and configuration; what one run changes (cycle,
+cost, phase, the committed state, the result) lives in its
+:class:`~kaizen_ray.core.run.AgentRun`, with the loop and its cancellation
+semantics. ``run_autonomous`` runs one in-process; on Ray the agent's actor
+runs them, with the checkpoint store and the budget actor as its seams.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, ClassVar
+import asyncio  # noqa: F401 - the doctests run agents with asyncio.run
+from collections.abc import Callable
+from typing import Any
 
+from kaizen_ray.core._local_budget import LocalBudgetClient
 from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
-from kaizen_ray.core.config import AutonomousConfig
-from kaizen_ray.core.context import BudgetClient, CheckpointSink, FileCheckpointSink, LocalBudgetClient, StepContext
+from kaizen_ray.core.config import AutonomousConfig, coerce_config
+from kaizen_ray.core.context import BudgetClient, CheckpointSink, FileCheckpointSink, StepContext, StepResult
 from kaizen_ray.core.hooks import HookManager
 from kaizen_ray.core.interrupts import InterruptManager
+from kaizen_ray.core.run import TRANSITIONS, AgentPhase, AgentRun
 
-__all__ = ["AgentPhase", "BaseAutonomousAgent", "StepResult", "TRANSITIONS"]
+__all__ = ["AgentPhase", "BaseAutonomousAgent", "StepResult", "TRANSITIONS", "set_spawner"]
+
+# How ``spawn`` starts an actor. The core never imports Ray or the runtime:
+# the package above both (``kaizen_ray/__init__``) plugs the runtime in here.
+_spawner: Callable[..., Any] | None = None
 
 
-@dataclass(frozen=True)
-class StepResult:
-    """What one step returns: the new state, whether the task is done, and its output.
+def set_spawner(spawner: Callable[..., Any]) -> None:
+    """Install what ``BaseAutonomousAgent.spawn`` calls: ``spawner(agent_cls, config, name=..., **kwargs)``.
 
-    >>> StepResult({"n": 1}).done
-    False
+    >>> set_spawner(_spawner)  # the package installs the Ray runtime's own at import
     """
-
-    state: Any
-    done: bool = False
-    output: Any = None
-
-
-class AgentPhase(StrEnum):
-    """Where an agent is in its life (shown by ``status()`` and the actor's repr)."""
-
-    IDLE = "idle"  # built, not running
-    RUNNING = "running"  # the cycle loop is going
-    STOPPING = "stopping"  # an interrupt was accepted; finishing, checkpointing
-    FINISHED = "finished"  # the last run returned; a new run (resume) may start
-
-
-TRANSITIONS: dict[AgentPhase, frozenset[AgentPhase]] = {
-    AgentPhase.IDLE: frozenset({AgentPhase.RUNNING}),
-    AgentPhase.RUNNING: frozenset({AgentPhase.STOPPING, AgentPhase.FINISHED}),
-    AgentPhase.STOPPING: frozenset({AgentPhase.FINISHED}),
-    AgentPhase.FINISHED: frozenset({AgentPhase.RUNNING}),
-}
+    global _spawner
+    _spawner = spawner
 
 
 class BaseAutonomousAgent:
-    """Subclass it and write ``step``; ``run_autonomous`` runs the cycle loop.
+    """Subclass it and write ``step``; ``run_autonomous`` runs the cycle loop in this process.
 
     >>> class Counter(BaseAutonomousAgent):
     ...     def initial_state(self, task):
@@ -66,68 +53,45 @@ class BaseAutonomousAgent:
     ('completed', 3, 3)
     """
 
-    #: In-process, a step that outlives ``immediate_shutdown_timeout`` is
-    #: abandoned; the Ray runtime sets this False and kills the actor instead.
-    abandon_stuck_steps: ClassVar[bool] = True
-
     def __init__(
         self,
-        config: AutonomousConfig | None = None,
-        *,
-        name: str | None = None,
-        interrupt_manager: InterruptManager | None = None,
-        checkpoint_sink: CheckpointSink | None = None,
-        budget: BudgetClient | None = None,
-    ) -> None:
-        if config is None:
-            config = AutonomousConfig()
-        elif isinstance(config, dict):
-            config = AutonomousConfig(**config)
-        elif not isinstance(config, AutonomousConfig):
-            raise TypeError(f"config must be an AutonomousConfig or a dict, got {type(config).__name__}: {config!r}")
-        self.config = config
-        self.name = validate_agent_name(name or type(self).__name__)
-        self.interrupt_manager = interrupt_manager or InterruptManager(name=self.name)
-        self.hooks = HookManager(timeout_s=config.hook_timeout_s)
-        self.storage = FileCheckpointStorage(config.storage_path)
-        self._sink = checkpoint_sink or FileCheckpointSink(self.storage)
-        self._budget = budget or LocalBudgetClient(self.interrupt_manager)
-        self.phase = AgentPhase.IDLE
-        self.cycle = 0
-        self.cost = 0.0
-        self.last_checkpoint_id: str | None = None
-        self.cycle_in_flight: int | None = None  # the cycle whose step is running now, if any
-        # The manager generation a finished run already stopped for: a new run
-        # (a resume) starts clear of it, but not of a request made since.
-        self._handled_generation: int | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, phase={self.phase.value}, cycle={self.cycle})"
-
-    @classmethod
-    def spawn(
-        cls,
         config: AutonomousConfig | dict[str, Any] | None = None,
         *,
         name: str | None = None,
-        namespace: str | None = None,
-        lifetime: str | None = None,
-        **actor_options: Any,
-    ) -> Any:
-        """Start this agent in its own Ray actor; returns an ``AgentHandle``.
+        interrupt_manager: InterruptManager | None = None,
+    ) -> None:
+        self.config = coerce_config(config)
+        self.name = validate_agent_name(name or type(self).__name__)
+        self.interrupt_manager = interrupt_manager or InterruptManager(name=self.name)
+        # An agent's handlers act during its runs only (armed at each start).
+        self.interrupt_manager.scope_to_runs()
+        self.hooks = HookManager(timeout_s=self.config.hook_timeout_s)
+        self.storage = FileCheckpointStorage(self.config.storage_path)
+        self._run: AgentRun | None = None  # the current run, else the last one
 
-        ``lifetime="detached"`` keeps it running after the driver exits (in
-        ``namespace``, default ``"kaizen"``), to be found with ``kr.get_agent``.
-        Other keyword arguments go to Ray's ``.options()`` (``num_cpus``, ...).
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    @property
+    def hook_manager(self) -> HookManager:
+        """The same object as :attr:`hooks` (the name kailash-kaizen code uses)."""
+        return self.hooks
+
+    @classmethod
+    def spawn(cls, config: AutonomousConfig | dict[str, Any] | None = None, *, name: str | None = None, **kwargs: Any) -> Any:
+        """Start this agent in its own Ray actor; returns an ``AgentHandle`` once the actor is up.
+
+        ``namespace=``, ``lifetime="detached"`` (keeps running after the driver
+        exits, in namespace ``"kaizen"`` unless given) and Ray actor options
+        (``num_cpus=``, ...) are keywords; see ``kaizen_ray.runtime.handles.spawn_agent``.
 
         >>> handle = MyAgent.spawn(config=AutonomousConfig(), name="a1")  # doctest: +SKIP
         >>> handle.run("task")["status"]                                   # doctest: +SKIP
         'completed'
         """
-        # The Ray shell is imported here, on use: the core itself never imports Ray.
-        from kaizen_ray.runtime.handles import spawn_agent
-
-        return spawn_agent(cls, config, name=name, namespace=namespace, lifetime=lifetime, **actor_options)
+        if _spawner is None:
+            raise RuntimeError("no runtime to spawn into: import kaizen_ray (which installs the Ray runtime)")
+        return _spawner(cls, config, name=name, **kwargs)
 
     # -- what users write ------------------------------------------------------
 
@@ -139,32 +103,14 @@ class BaseAutonomousAgent:
         """One cycle: return the new state. ``async def`` or plain ``def`` (run in a thread)."""
         raise NotImplementedError(f"{type(self).__name__} must implement step(self, state, ctx)")
 
-    # -- status ------------------------------------------------------------------
+    # -- runs ----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """A snapshot of the agent: phase, cycles done, the cycle in flight, cost, interrupt state, budget."""
-        mgr = self.interrupt_manager
-        return {
-            "agent": self.name,
-            "phase": self.phase.value,
-            "cycle": self.cycle,
-            "cycle_in_flight": self.cycle_in_flight,
-            "cost": self.cost,
-            "interrupted": mgr.is_interrupted(),
-            "mode": mgr.mode.value if mgr.mode else None,
-            "interrupt_reason": mgr.reason,
-            "checkpoint_id": self.last_checkpoint_id,
-            "budget": self._budget.snapshot(),
-        }
-
-    def _move(self, phase: AgentPhase) -> None:
-        if phase is self.phase:
-            return
-        if phase not in TRANSITIONS[self.phase]:
-            raise RuntimeError(f"agent {self.name!r} cannot go from {self.phase.value} to {phase.value}")
-        self.phase = phase
-
-    # -- the loop -------------------------------------------------------------------
+    def new_run(self, *, sink: CheckpointSink, budget: BudgetClient, abandon_stuck_steps: bool = True) -> AgentRun:
+        """A new :class:`AgentRun` of this agent, continuing from the last one. Refused while one is going."""
+        if self._run is not None and self._run.running:
+            raise RuntimeError(f"agent {self.name!r} is already running (a second run must wait for the first to end)")
+        self._run = AgentRun(self, sink=sink, budget=budget, previous=self._run, abandon_stuck_steps=abandon_stuck_steps)
+        return self._run
 
     async def run_autonomous(self, task: Any = None, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
         """Run cycles until done, ``max_cycles``, an interrupt or a failure; return the result dict.
@@ -173,8 +119,35 @@ class BaseAutonomousAgent:
         newest good checkpoint); the run continues from its state, cycle count
         and cost.
         """
-        if self.phase in (AgentPhase.RUNNING, AgentPhase.STOPPING):
-            raise RuntimeError(f"agent {self.name!r} is already running")
-        from kaizen_ray.core._loop import Run  # the loop imports this module's types
+        run = self.new_run(sink=FileCheckpointSink(self.storage), budget=LocalBudgetClient(self.interrupt_manager))
+        return await run.execute(task, resume_from_checkpoint)
 
-        return await Run(self, asyncio.get_running_loop()).execute(task, resume_from_checkpoint)
+    # -- status ----------------------------------------------------------------------
+
+    @property
+    def phase(self) -> AgentPhase:
+        """The phase of the current (or last) run; IDLE before the first."""
+        return self._run.phase if self._run is not None else AgentPhase.IDLE
+
+    @property
+    def cycle(self) -> int:
+        """Cycles done by the current (or last) run, resumed cycles included."""
+        return self._run.cycle if self._run is not None else 0
+
+    @property
+    def cost(self) -> float:
+        """Spend of the current (or last) run, resumed spend included."""
+        return self._run.cost if self._run is not None else 0.0
+
+    @property
+    def last_checkpoint_id(self) -> str | None:
+        """The newest checkpoint this agent wrote or resumed from."""
+        return self._run.checkpoint_id if self._run is not None else None
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot: phase, cycles done, the cycle in flight, cost, interrupt state, budget."""
+        if self._run is not None:
+            return self._run.status()
+        idle = AgentRun(self, sink=FileCheckpointSink(self.storage), budget=LocalBudgetClient(self.interrupt_manager))
+        return idle.status()
+

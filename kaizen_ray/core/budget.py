@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from kaizen_ray.core._validate import finite_non_negative
+
 logger = logging.getLogger("kaizen_ray.budget")
 
 __all__ = ["MONEY_TOLERANCE", "BudgetDecision", "Reservation", "BudgetLedger"]
@@ -25,10 +27,7 @@ MONEY_TOLERANCE = 1e-9
 """Absolute slack on every money comparison (float sums are not exact)."""
 
 
-def _amount(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+_amount = finite_non_negative
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,16 @@ construction, never at first use. Names fixed by DESIGN.md keep their names
 
 from __future__ import annotations
 
-import math
 import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kaizen_ray.core._validate import finite_non_negative
+from kaizen_ray.core.checkpoint import validate_agent_name
+from kaizen_ray.core.errors import ConfigError
 
 __all__ = [
     "AutonomousConfig",
@@ -21,29 +24,41 @@ __all__ = [
     "RestartPolicy",
     "RestartStrategy",
     "SupervisorConfig",
+    "coerce_config",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
-def _finite_non_negative(value: float, field: str) -> float:
-    if isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{field} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
+def _seconds(value: float, field: str) -> float:
+    try:
+        return finite_non_negative(field, value)
+    except ValueError:
+        raise ValueError(f"{field} must be a finite number of seconds >= 0, got {value!r}") from None
 
 
-class AutonomousConfig(BaseModel):
+class _Config(BaseModel):
+    """A frozen config whose every validation error is one :class:`ConfigError` naming field and value."""
+
+    model_config = _FROZEN
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError.from_validation(type(self).__name__, exc) from exc
+
+
+class AutonomousConfig(_Config):
     """How one agent runs and stops.
 
     >>> cfg = AutonomousConfig(max_cycles=10, checkpoint_frequency=2)
     >>> cfg.graceful_shutdown_timeout, cfg.checkpoint_on_interrupt
     (5.0, True)
-    >>> AutonomousConfig(graceful_shutdown_timeout=-1)  # doctest: +ELLIPSIS
+    >>> AutonomousConfig(graceful_shutdown_timeout=-1)
     Traceback (most recent call last):
     ...
-    pydantic_core._pydantic_core.ValidationError: 1 validation error for AutonomousConfig
-    graceful_shutdown_timeout
-      Value error, graceful_shutdown_timeout must be a finite number of seconds >= 0, got -1.0 ...
+    kaizen_ray.core.errors.ConfigError: AutonomousConfig.graceful_shutdown_timeout: graceful_shutdown_timeout must be a finite number of seconds >= 0, got -1.0 (got -1)
     """
 
     model_config = _FROZEN
@@ -63,7 +78,7 @@ class AutonomousConfig(BaseModel):
     @field_validator("graceful_shutdown_timeout", "immediate_shutdown_timeout", "hook_timeout_s", mode="after")
     @classmethod
     def _timeouts(cls, value: float, info: Any) -> float:
-        return _finite_non_negative(value, info.field_name)
+        return _seconds(value, info.field_name)
 
     @field_validator("storage_path", mode="before")
     @classmethod
@@ -91,7 +106,7 @@ class RestartStrategy(StrEnum):
     REST_FOR_ONE = "rest_for_one"  # the child that died and those started after it
 
 
-class ChildSpec(BaseModel):
+class ChildSpec(_Config):
     """One supervised child: its agent class, logical name, config, task and restart policy.
 
     >>> from kaizen_ray.core.agent import BaseAutonomousAgent
@@ -127,14 +142,12 @@ class ChildSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        from kaizen_ray.core.checkpoint import validate_agent_name
-
         if "/" in value:
             raise ValueError(f"child name {value!r} must not contain '/': the supervisor adds its own prefix")
         return validate_agent_name(value)
 
 
-class SupervisorConfig(BaseModel):
+class SupervisorConfig(_Config):
     """How a supervisor restarts its children, as plain data (OTP's sup_flags).
 
     ``max_restarts`` restarts within ``restart_window_s`` seconds are allowed;
@@ -157,7 +170,7 @@ class SupervisorConfig(BaseModel):
     @field_validator("restart_window_s", "graceful_shutdown_timeout", "immediate_shutdown_timeout", mode="after")
     @classmethod
     def _seconds(cls, value: float, info: Any) -> float:
-        value = _finite_non_negative(value, info.field_name)
+        value = _seconds(value, info.field_name)
         if info.field_name == "restart_window_s" and value == 0:
             raise ValueError(f"restart_window_s must be > 0 seconds, got {value!r}")
         return value
@@ -166,3 +179,21 @@ class SupervisorConfig(BaseModel):
     @classmethod
     def _path(cls, value: Any) -> Any:
         return AutonomousConfig._path(value)
+
+
+def coerce_config(config: AutonomousConfig | dict[str, Any] | None) -> AutonomousConfig:
+    """An :class:`AutonomousConfig` from itself, a dict of its fields, or None (the defaults).
+
+    >>> coerce_config({"max_cycles": 3}).max_cycles
+    3
+    >>> coerce_config(3)
+    Traceback (most recent call last):
+    TypeError: config must be an AutonomousConfig or a dict of its fields, got int: 3
+    """
+    if config is None:
+        return AutonomousConfig()
+    if isinstance(config, AutonomousConfig):
+        return config
+    if isinstance(config, dict):
+        return AutonomousConfig(**config)
+    raise TypeError(f"config must be an AutonomousConfig or a dict of its fields, got {type(config).__name__}: {config!r}")

@@ -1,28 +1,36 @@
-"""What a step sees (``ctx``), and the two seams the Ray runtime plugs into.
+"""What a step sees (``ctx``) and returns (:class:`StepResult`), and the two seams the Ray runtime plugs into.
 
 The agent loop talks to spend through a :class:`BudgetClient` and to storage
-through a :class:`CheckpointSink`. In-process they are the local handlers and
-the file storage; on Ray, the budget actor and the checkpoint store actor. The
-loop itself is the same code in both places.
+through a :class:`CheckpointSink`. In-process they are the local handlers
+(:mod:`kaizen_ray.core._local_budget`) and the file storage; on Ray, the
+budget actor and the checkpoint store actor. The loop itself is the same code
+in both places.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kaizen_ray.core.checkpoint import Checkpoint, FileCheckpointStorage
+from kaizen_ray.core._validate import finite_non_negative
+from kaizen_ray.core.checkpoint import Checkpoint, CheckpointNotFoundError, FileCheckpointStorage
 from kaizen_ray.core.interrupts import InterruptManager
 
-__all__ = ["StepContext", "BudgetClient", "LocalBudgetClient", "CheckpointSink", "FileCheckpointSink"]
+__all__ = ["StepContext", "StepResult", "BudgetClient", "CheckpointSink", "FileCheckpointSink"]
 
 
-def check_amount(amount: Any, what: str = "cost") -> float:
-    """Validate a money amount: a finite number >= 0."""
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {amount!r}")
-    return float(amount)
+@dataclass(frozen=True)
+class StepResult:
+    """What one step returns: the new state, whether the task is done, and its output.
+
+    >>> StepResult({"n": 1}).done
+    False
+    """
+
+    state: Any
+    done: bool = False
+    output: Any = None
 
 
 class BudgetClient(Protocol):
@@ -42,51 +50,6 @@ class BudgetClient(Protocol):
 
     def take_warning(self) -> dict[str, Any] | None:
         """Once: the budget snapshot if this agent's spend crossed the warning threshold."""
-
-
-class LocalBudgetClient:
-    """In-process: the :class:`~kaizen_ray.core.handlers.BudgetInterruptHandler` s on a manager."""
-
-    def __init__(self, manager: InterruptManager) -> None:
-        self._manager = manager
-        self._reservations: list[tuple[Any, Any]] = []  # (handler, reservation) of this cycle
-        self._warning: dict[str, Any] | None = None
-
-    def _handlers(self) -> list[Any]:
-        from kaizen_ray.core.handlers import BudgetInterruptHandler
-
-        return [h for h in self._manager.handlers if isinstance(h, BudgetInterruptHandler)]
-
-    def charge(self, amount: float) -> None:
-        for handler in self._handlers():
-            rid = next((r.id for h, r in self._reservations if h is handler), None)
-            if handler.charge(amount, manager=self._manager, reservation_id=rid).warning:
-                self._warning = handler.snapshot()
-
-    async def reserve(self, amount: float) -> bool:
-        granted: list[tuple[Any, Any]] = []
-        for handler in self._handlers():
-            reservation = handler.reserve(amount, manager=self._manager)
-            if reservation is None:
-                for h, r in granted:
-                    h.release(r.id)
-                return False
-            granted.append((handler, reservation))
-        self._reservations.extend(granted)
-        return True
-
-    async def settle(self) -> None:
-        reservations, self._reservations = self._reservations, []
-        for handler, reservation in reservations:
-            handler.release(reservation.id)
-
-    def snapshot(self) -> dict[str, Any] | None:
-        handlers = self._handlers()
-        return handlers[0].snapshot() if handlers else None
-
-    def take_warning(self) -> dict[str, Any] | None:
-        warning, self._warning = self._warning, None
-        return warning
 
 
 class CheckpointSink(Protocol):
@@ -110,8 +73,6 @@ class FileCheckpointSink:
         return checkpoint.id
 
     async def load(self, agent: str, checkpoint_id: str) -> Checkpoint:
-        from kaizen_ray.core.checkpoint import CheckpointNotFoundError
-
         if checkpoint_id == "latest":
             found = await asyncio.to_thread(self.storage.load_latest, agent)
             if found is None:
@@ -161,7 +122,7 @@ class StepContext:
 
     def charge(self, cost: float) -> None:
         """Record ``cost`` as spent (settled with the budget before the next cycle)."""
-        cost = check_amount(cost)
+        cost = finite_non_negative("cost", cost)
         self._cycle_cost += cost
         if self._budget is not None:
             self._budget.charge(cost)
@@ -173,7 +134,7 @@ class StepContext:
         in this cycle; what is left is released when the cycle ends. Without a
         budget every reservation is granted.
         """
-        cost = check_amount(cost)
+        cost = finite_non_negative("cost", cost)
         if self._budget is None:
             return True
         return await self._budget.reserve(cost)

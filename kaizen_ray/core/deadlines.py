@@ -17,13 +17,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
+from kaizen_ray.core._validate import finite as _finite
+from kaizen_ray.core._validate import finite_non_negative as _non_negative
 from kaizen_ray.core.interrupts import InterruptMode
 
 logger = logging.getLogger("kaizen_ray.deadlines")
@@ -35,19 +36,6 @@ __all__ = [
     "escalation_deadlines",
     "restart_allowed",
 ]
-
-
-def _finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(name: str, value: Any) -> float:
-    value = _finite(name, value)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return value
 
 
 class DeadlineQueue:

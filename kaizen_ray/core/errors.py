@@ -32,12 +32,40 @@ class ConfigError(KaizenError, ValueError):
     'max_restarts must be an int >= 0, got -1'
     """
 
-    def __init__(self, field: str, value: object, expected: str) -> None:
+    def __init__(self, field: str, value: object, expected: str, *, message: str | None = None) -> None:
         self.field, self.value, self.expected = field, value, expected
-        super().__init__(f"{field} must be {expected}, got {value!r}")
+        self._message = message
+        super().__init__(message or f"{field} must be {expected}, got {value!r}")
+
+    @classmethod
+    def from_validation(cls, model: str, error: Exception) -> ConfigError:
+        """One ConfigError from a pydantic ``ValidationError`` of ``model``: every problem, field and value named.
+
+        >>> from pydantic import BaseModel, ValidationError
+        >>> class M(BaseModel):
+        ...     n: int
+        >>> try:
+        ...     M(n="x")
+        ... except ValidationError as exc:
+        ...     print(ConfigError.from_validation("M", exc))
+        M.n: Input should be a valid integer, unable to parse string as an integer (got 'x')
+        """
+        problems = error.errors(include_url=False)  # type: ignore[attr-defined]
+        lines = []
+        for problem in problems:
+            field = ".".join(str(part) for part in problem["loc"]) or "(model)"
+            msg = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{model}.{field}: {msg} (got {problem.get('input')!r})")
+        first = problems[0] if problems else {"loc": (), "input": None, "msg": str(error)}
+        field = ".".join(str(part) for part in first["loc"]) or model
+        return cls(field, first.get("input"), first["msg"], message="; ".join(lines))
 
     def __reduce__(self):  # keep the attributes across pickling (Ray)
-        return (type(self), (self.field, self.value, self.expected))
+        return (_rebuild_config_error, (type(self), self.field, self.value, self.expected, self._message))
+
+
+def _rebuild_config_error(cls: type, field: str, value: object, expected: str, message: str | None) -> ConfigError:
+    return cls(field, value, expected, message=message)
 
 
 class AgentGoneError(KaizenError, RuntimeError):

@@ -366,6 +366,18 @@ class InterruptManager:
         if found:
             handler.detach(self)
 
+    # TEMPORARY shim until the per-run arming lands (branch signals).
+    def scope_to_runs(self) -> None:
+        self._run_scoped = True
+
+    def arm_handlers(self) -> None:
+        for handler in self.handlers:
+            handler.run_started(self)
+
+    def disarm_handlers(self) -> None:
+        for handler in self.handlers:
+            handler.run_ended(self)
+
     @property
     def handlers(self) -> list[Any]:
         """The attached handlers, in the order they were added (a copy)."""

@@ -24,11 +24,25 @@ from typing import Any
 
 import ray
 
+from kaizen_ray.core._local_budget import LocalBudgetClient
 from kaizen_ray.core.agent import BaseAutonomousAgent
-from kaizen_ray.core.checkpoint import Checkpoint, CheckpointCorruptError, decode_checkpoint, encode_checkpoint
+from kaizen_ray.core.checkpoint import (
+    Checkpoint,
+    CheckpointSerializationError,
+    FileCheckpointStorage,
+    decode_checkpoint,
+    encode_checkpoint,
+    resolve_latest,
+)
+from kaizen_ray.core.checkpoint._format import _find_unpicklable
+from kaizen_ray.core.checkpoint._model import _type_name
 from kaizen_ray.core.config import AutonomousConfig
+from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
+from kaizen_ray.runtime._system import SystemHandlers
+from kaizen_ray.runtime.budget import RayBudgetClient
+from kaizen_ray.runtime.checkpoints import get_or_create_store
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
@@ -52,37 +66,35 @@ class StoreSink:
 
 async def load_from_store(store: Any, storage_path: str, agent: str, checkpoint_id: str) -> Checkpoint:
     """A checkpoint by id, or ``"latest"``: the newest good one of ``agent`` (corrupt ones skipped)."""
-    from kaizen_ray.core.checkpoint import CheckpointNotFoundError
-
     if checkpoint_id != "latest":
         return await _load_one(store, storage_path, checkpoint_id)
-    for candidate in await store.candidates.remote(storage_path, agent):
-        try:
-            return await _load_one(store, storage_path, candidate)
-        except CheckpointCorruptError as exc:
-            logger.warning("skipping checkpoint %s of %s: %s", candidate, agent, exc)
-    raise CheckpointNotFoundError("latest", storage_path, hint=f"agent {agent!r} has no good checkpoint there")
+    candidates = await store.candidates.remote(storage_path, agent)
+    # The one "latest" resolver, run in a thread: its loads are blocking ray.get calls.
+    return await asyncio.to_thread(
+        resolve_latest, agent, candidates, lambda cid: _load_one_sync(store, storage_path, cid), storage_path
+    )
 
 
 async def _load_one(store: Any, storage_path: str, checkpoint_id: str) -> Checkpoint:
-    kind, where = await store.locate.remote(storage_path, checkpoint_id)
-    if kind == "ref":
-        data = await where[0]
-        return decode_checkpoint(data, source=f"object store ({checkpoint_id})")
-    from kaizen_ray.core.checkpoint import FileCheckpointStorage
+    return await asyncio.to_thread(_load_one_sync, store, storage_path, checkpoint_id)
 
-    return await asyncio.to_thread(FileCheckpointStorage(storage_path).load, checkpoint_id)
+
+def _load_one_sync(store: Any, storage_path: str, checkpoint_id: str) -> Checkpoint:
+    kind, where = ray.get(store.locate.remote(storage_path, checkpoint_id))
+    if kind == "ref":
+        return decode_checkpoint(ray.get(where[0]), source=f"object store ({checkpoint_id})")
+    return FileCheckpointStorage(storage_path).load(checkpoint_id)
 
 
 class AgentRuntime:
-    """The agent inside its actor, without Ray: run, control, and the kill deadline.
+    """The agent inside its actor, without Ray: its runs, their status, and the kill deadline.
 
     >>> from kaizen_ray.core.agent import StepResult
     >>> class Once(BaseAutonomousAgent):
     ...     async def step(self, state, ctx):
     ...         return StepResult(state, done=True)
     >>> import tempfile; cfg = AutonomousConfig(storage_path=tempfile.mkdtemp())
-    >>> rt = AgentRuntime(Once, "once", cfg)
+    >>> rt = AgentRuntime(Once, "once", cfg)  # in tests: files and local handlers; the actor passes its own
     >>> asyncio.run(rt.run(None, None))["status"]
     'completed'
     """
@@ -92,22 +104,21 @@ class AgentRuntime:
         agent_cls: type[BaseAutonomousAgent],
         name: str,
         config: AutonomousConfig,
+        *,
         sink: Any = None,
         budget: Any = None,
+        agent_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        agent = agent_cls(config=config, name=name)
+        agent = agent_cls(config=config, name=name, **(agent_kwargs or {}))
         if agent.name != name:
             raise TypeError(
                 f"{agent_cls.__name__}.__init__ must pass name= on to BaseAutonomousAgent.__init__ "
                 f"(expected agent name {name!r}, got {agent.name!r})"
             )
-        if sink is not None:
-            agent._sink = sink
-        if budget is not None:
-            agent._budget = budget
-        agent.abandon_stuck_steps = False  # on Ray a stuck step costs the actor, not a leaked thread
         self.agent = agent
         self.manager = agent.interrupt_manager
+        self.sink = sink if sink is not None else FileCheckpointSink(agent.storage)
+        self.budget = budget if budget is not None else LocalBudgetClient(self.manager)
         self._lock = threading.Lock()
         self._running = False
         self._kill_key = ("kill", id(self))
@@ -116,7 +127,7 @@ class AgentRuntime:
         self.manager.add_listener(self._on_interrupt)
 
     def __repr__(self) -> str:
-        return repr(self.agent)
+        return f"AgentRuntime({self.agent.name!r}, {type(self.agent).__name__})"
 
     def _on_interrupt(self, reason: InterruptReason, mode: InterruptMode) -> None:
         if mode is InterruptMode.IMMEDIATE and self._running:
@@ -137,13 +148,15 @@ class AgentRuntime:
             _resolve(loop, fut, self._kill_snapshot)
 
     async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
-        """Run the agent; the result dict of the core loop."""
+        """One run of the agent (an :class:`AgentRun` on the actor's seams); its result dict."""
+        # On Ray a step stuck past its deadline costs the actor (the watcher kills it), not a leaked thread.
+        run = self.agent.new_run(sink=self.sink, budget=self.budget, abandon_stuck_steps=False)
         with self._lock:
             self._running, self._kill_snapshot = True, None
         if self.manager.mode is InterruptMode.IMMEDIATE:  # level-triggered
             self._arm_kill()
         try:
-            return await self.agent.run_autonomous(task, resume_from_checkpoint)
+            return await run.execute(task, resume_from_checkpoint)
         finally:
             shared_scheduler().cancel(self._kill_key)
             with self._lock:
@@ -265,28 +278,23 @@ class AgentActor(ControlMethods):
         config: AutonomousConfig,
         storage_path: str,
         namespace: str | None,
+        agent_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        from kaizen_ray.runtime.checkpoints import get_or_create_store
-
-        from kaizen_ray.core.context import LocalBudgetClient
-        from kaizen_ray.runtime._system import SystemHandlers
-        from kaizen_ray.runtime.budget import RayBudgetClient
-
         self._name = name
+        self._class_name = agent_cls.__name__
         self._storage_path = storage_path
-        self._runtime = AgentRuntime(agent_cls, name, config, sink=StoreSink(get_or_create_store(namespace), storage_path))
+        sink = StoreSink(get_or_create_store(namespace), storage_path)
+        self._runtime = AgentRuntime(agent_cls, name, config, sink=sink, agent_kwargs=agent_kwargs)
         manager = self._runtime.manager
         # Budget scopes on Ray, plus any handler the agent attached to its own manager.
         self._budget = RayBudgetClient(name, manager, local=LocalBudgetClient(manager))
-        self._runtime.agent._budget = self._budget
+        self._runtime.budget = self._budget
         self._system = SystemHandlers(name, storage_path, namespace)
 
     def __repr__(self) -> str:
-        runtime = getattr(self, "_runtime", None)
-        if runtime is None:  # __init__ failed: Ray still asks for the repr to report it
-            return f"AgentActor({getattr(self, '_name', '?')}, not started)"
-        agent = runtime.agent
-        return f"AgentActor({self._name}, {type(agent).__name__}, {agent.phase.value}, cycle={agent.cycle})"
+        # Ray shows the repr once, right after __init__, and never again: name
+        # and class only. Live state is in status(), `kaizen-ray ls` and metrics.
+        return f"AgentActor({getattr(self, '_name', '?')}, {getattr(self, '_class_name', '?')})"
 
     def _manager(self) -> Any:
         return self._runtime.manager
@@ -336,9 +344,6 @@ def shippable_result(result: dict[str, Any]) -> dict[str, Any]:
         return result
     except Exception:  # noqa: BLE001 - found and reported key by key below
         pass
-    from kaizen_ray.core._checkpoint_format import _find_unpicklable
-    from kaizen_ray.core.checkpoint import CheckpointSerializationError, _type_name
-
     result = dict(result)
     for key in ("state", "output"):
         try:

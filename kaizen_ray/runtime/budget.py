@@ -31,7 +31,7 @@ from typing import Any
 
 import ray
 
-from kaizen_ray.core._checkpoint_storage import atomic_write_bytes
+from kaizen_ray.core.checkpoint import atomic_write_bytes
 from kaizen_ray.core.handlers import BudgetInterruptHandler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptSource
 

@@ -17,6 +17,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from kaizen_ray.core.errors import AgentGoneError
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
 from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource, coerce_source_mode
 
@@ -34,21 +35,6 @@ CONTROL_TIMEOUT_S = 10.0
 # this registry keeps every handle this process spawned alive until shutdown().
 _SPAWNED: dict[tuple[str | None, str], Any] = {}
 _SPAWNED_LOCK = threading.Lock()
-
-
-class AgentGoneError(RuntimeError):
-    """The agent's (or supervisor's) actor is gone: dead, killed, or never existed.
-
-    >>> str(AgentGoneError("a1", "its actor died"))
-    "agent 'a1' is gone: its actor died"
-    """
-
-    def __init__(self, name: str, why: str) -> None:
-        self.name = name
-        super().__init__(f"agent {name!r} is gone: {why}")
-
-    def __reduce__(self):
-        return (type(self), (self.name, str(self).split(": ", 1)[-1]))
 
 
 def ensure_ray(namespace: str | None) -> None:

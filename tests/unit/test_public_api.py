@@ -26,6 +26,8 @@ EXPECTED = {
     "Checkpoint", "CheckpointInfo", "CheckpointStatus", "list_checkpoints", "load_checkpoint",
     "CheckpointError", "CheckpointNotFoundError", "CheckpointCorruptError",
     "CheckpointSerializationError", "CheckpointStorageError",
+    # Errors: one root
+    "KaizenError", "ConfigError", "LLMError",
     # The Ray runtime (imported on first use)
     "AgentHandle", "AgentGoneError", "InterruptManagerProxy", "Supervisor", "SupervisorHandle", "get_agent",
 }  # fmt: skip
@@ -51,7 +53,7 @@ def test_importing_the_package_and_core_never_imports_ray():
     code = (
         "import sys, kaizen_ray, kaizen_ray.core\n"
         "import pkgutil, importlib\n"
-        "for m in pkgutil.iter_modules(kaizen_ray.core.__path__, 'kaizen_ray.core.'):\n"
+        "for m in pkgutil.walk_packages(kaizen_ray.core.__path__, 'kaizen_ray.core.'):\n"
         "    importlib.import_module(m.name)\n"
         "kaizen_ray.list_checkpoints\n"
         "print(sorted(n for n in sys.modules if n == 'ray' or n.startswith('ray.')))\n"
@@ -60,7 +62,7 @@ def test_importing_the_package_and_core_never_imports_ray():
     assert out.stdout.strip() == "[]", out.stdout
 
 
-CORE_MODULES = [m.name for m in pkgutil.iter_modules(kaizen_ray.core.__path__, "kaizen_ray.core.")]
+CORE_MODULES = [m.name for m in pkgutil.walk_packages(kaizen_ray.core.__path__, "kaizen_ray.core.")]
 
 
 @pytest.mark.parametrize("module", ["kaizen_ray", *CORE_MODULES])

@@ -1,13 +1,9 @@
-"""Checkpoints: the model, its errors, names, ids and the storage folder.
+"""The leaf of the checkpoint package: the model, its errors, names, ids and paths.
 
 A checkpoint is one saved state of one agent (:class:`Checkpoint`); listing
-returns its header alone (:class:`CheckpointInfo`). The file format lives in
-``_checkpoint_format`` and the file storage in ``_checkpoint_storage``; this
-module re-exports both, so import every public name from here (or from
-``kaizen_ray``).
-
-The dependency goes one way: format -> this module's models, storage ->
-format + models; the re-exports come last, once every model name exists.
+returns its header alone (:class:`CheckpointInfo`). This module imports
+nothing else of the package: ``_format`` builds on it, ``_storage`` on both,
+and the package's ``__init__`` re-exports the public names.
 
 Loading unpickles, which can run code: load only checkpoints your own agents
 wrote.
@@ -29,15 +25,14 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kaizen_ray.core.errors import KaizenError
 from kaizen_ray.core.interrupts import InterruptReason
 
 __all__ = [
-    "CHECKPOINT_FORMAT_VERSION", "CheckpointStatus", "CheckpointError", "CheckpointNotFoundError",
+    "CheckpointStatus", "CheckpointError", "CheckpointNotFoundError",
     "CheckpointCorruptError", "CheckpointSerializationError", "CheckpointStorageError",
     "Checkpoint", "CheckpointInfo", "new_checkpoint_id", "validate_agent_name",
     "validate_checkpoint_id", "default_storage_path", "resolve_storage_path",
-    "encode_checkpoint", "decode_checkpoint", "FileCheckpointStorage",
-    "list_checkpoints", "load_checkpoint",
 ]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -61,10 +56,10 @@ class CheckpointStatus(StrEnum):
 # -- errors -------------------------------------------------------------------------
 
 
-class CheckpointError(Exception):
+class CheckpointError(KaizenError):
     """Base of every checkpoint error.
 
-    >>> issubclass(CheckpointCorruptError, CheckpointError)
+    >>> issubclass(CheckpointCorruptError, CheckpointError) and issubclass(CheckpointError, KaizenError)
     True
     """
 
@@ -318,8 +313,8 @@ class Checkpoint(_Header):
     """One saved state of one agent. Frozen; ``state`` is anything cloudpickle can serialise.
 
     >>> ck = Checkpoint.new("worker", 3, CheckpointStatus.RUNNING, {"n": 3}, metadata={"cost": 1.5})
-    >>> decode_checkpoint(encode_checkpoint(ck)) == ck
-    True
+    >>> ck.agent, ck.cycle, ck.state
+    ('worker', 3, {'n': 3})
     """
 
     state: Any = None
@@ -357,27 +352,3 @@ class CheckpointInfo(_Header):
 
     path: Path | None = None
     payload_size: int = Field(ge=0)
-
-
-# -- re-exports -------------------------------------------------------------------------
-# Last, and only here: the two modules below import the models above, which
-# exist by now, so importing them cannot find this module half-built.
-
-from kaizen_ray.core._checkpoint_format import (  # noqa: E402
-    CHECKPOINT_FORMAT_VERSION,
-    decode_checkpoint,
-    encode_checkpoint,
-)
-from kaizen_ray.core._checkpoint_storage import (  # noqa: E402
-    FileCheckpointStorage,
-    list_checkpoints,
-    load_checkpoint,
-)
-
-# doctest.testmod on this module skips re-exported objects (they belong to
-# other modules); listing them here keeps their examples checked with the rest.
-__test__ = {
-    "encode_checkpoint": encode_checkpoint, "decode_checkpoint": decode_checkpoint,
-    "FileCheckpointStorage": FileCheckpointStorage, "list_checkpoints": list_checkpoints,
-    "load_checkpoint": load_checkpoint,
-}

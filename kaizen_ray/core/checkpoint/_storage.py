@@ -1,7 +1,7 @@
 """Checkpoint files on disk: one folder per agent, atomic writes, verified reads.
 
 One file per checkpoint, ``<root>/<quoted agent>/<id>.ckpt``, in the format of
-``_checkpoint_format``. A write goes to a temp file, is fsynced and renamed
+``_format``. A write goes to a temp file, is fsynced and renamed
 into place, so readers see the old file or the whole new one.
 
 Loading unpickles, which can run code: load only checkpoints your own agents
@@ -17,10 +17,11 @@ import errno
 import logging
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from kaizen_ray.core._checkpoint_format import _decode, _read_header_info, encode_checkpoint
-from kaizen_ray.core.checkpoint import (
+from kaizen_ray.core.checkpoint._format import _decode, _read_header_info, encode_checkpoint
+from kaizen_ray.core.checkpoint._model import (
     Checkpoint,
     CheckpointCorruptError,
     CheckpointError,
@@ -35,7 +36,7 @@ from kaizen_ray.core.checkpoint import (
 
 logger = logging.getLogger("kaizen_ray.checkpoint")
 
-__all__ = ["FileCheckpointStorage", "list_checkpoints", "load_checkpoint"]
+__all__ = ["FileCheckpointStorage", "atomic_write_bytes", "list_checkpoints", "load_checkpoint", "resolve_latest"]
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -186,14 +187,11 @@ class FileCheckpointStorage:
 
     def load_latest(self, agent: str) -> Checkpoint | None:
         """The newest checkpoint of ``agent`` that verifies; damaged newer ones are skipped with a warning."""
-        for info in reversed(self.list(agent)):
-            try:
-                return self._read(info.path)
-            except CheckpointCorruptError as exc:
-                logger.warning("skipping checkpoint file %s: %s", exc.path, exc.problem)
-            except CheckpointNotFoundError:  # deleted since the listing
-                continue
-        return None
+        ids = [info.id for info in reversed(self.list(agent))]
+        try:
+            return resolve_latest(agent, ids, self.load, self.path)
+        except CheckpointNotFoundError:
+            return None
 
     def list(self, agent: str | None = None) -> list[CheckpointInfo]:
         """Headers of the checkpoints (of ``agent``, or all), oldest first. Never reads a payload."""
@@ -267,6 +265,30 @@ def _check_placement(path: Path, checkpoint_id: str, agent: str) -> None:
         )
 
 
+def resolve_latest(
+    agent: str, candidates: Iterable[str], load: Callable[[str], Checkpoint], where: Path | str
+) -> Checkpoint:
+    """``"latest"``: the first of ``candidates`` (newest first) that ``load`` can read and verify.
+
+    The one resolver of ``"latest"``, on disk and on Ray: a corrupt candidate
+    is skipped with a warning, one deleted since it was listed is skipped
+    quietly; none left raises :class:`CheckpointNotFoundError`.
+
+    >>> import tempfile; where = tempfile.mkdtemp()
+    >>> resolve_latest("a1", [], lambda cid: None, where)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    kaizen_ray.core.checkpoint._model.CheckpointNotFoundError: no checkpoint 'latest' in ...
+    """
+    for checkpoint_id in candidates:
+        try:
+            return load(checkpoint_id)
+        except CheckpointCorruptError as exc:
+            logger.warning("skipping checkpoint %s of %s: %s", checkpoint_id, agent, exc)
+        except CheckpointNotFoundError:  # deleted since the listing
+            continue
+    raise CheckpointNotFoundError("latest", where, hint=f"; agent {agent!r} has no good checkpoint there")
+
+
 def list_checkpoints(
     storage_path: str | os.PathLike[str] | None = None, agent: str | None = None
 ) -> list[CheckpointInfo]:
@@ -285,6 +307,6 @@ def load_checkpoint(checkpoint_id: str, storage_path: str | os.PathLike[str] | N
     >>> import tempfile
     >>> load_checkpoint("ck-missing", tempfile.mkdtemp())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    kaizen_ray.core.checkpoint.CheckpointNotFoundError: no checkpoint 'ck-missing' in ...
+    kaizen_ray.core.checkpoint._model.CheckpointNotFoundError: no checkpoint 'ck-missing' in ...
     """
     return FileCheckpointStorage(storage_path).load(checkpoint_id)

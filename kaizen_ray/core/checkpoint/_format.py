@@ -26,7 +26,7 @@ from typing import Any
 import cloudpickle
 from pydantic import ValidationError
 
-from kaizen_ray.core.checkpoint import (
+from kaizen_ray.core.checkpoint._model import (
     _JSON_RULE,
     Checkpoint,
     CheckpointCorruptError,
@@ -230,7 +230,7 @@ def decode_checkpoint(data: bytes, *, source: str = "<bytes>") -> Checkpoint:
 
     >>> decode_checkpoint(b"hello", source="x.ckpt")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    kaizen_ray.core.checkpoint.CheckpointCorruptError: checkpoint x.ckpt is corrupt: wrong magic: ...
+    kaizen_ray.core.checkpoint._model.CheckpointCorruptError: checkpoint x.ckpt is corrupt: wrong magic: ...
     """
     return _decode(data, source)
 

@@ -1,0 +1,48 @@
+"""Checkpoints, as one package: the model (``_model``), the file format (``_format``), the storage (``_storage``).
+
+The dependency goes one way: ``_format`` builds on ``_model``, ``_storage`` on
+both; this ``__init__`` only re-exports. Import public names from here (or
+from ``kaizen_ray``).
+
+Loading unpickles, which can run code: load only checkpoints your own agents
+wrote.
+
+>>> import tempfile
+>>> folder = tempfile.mkdtemp()
+>>> ck = Checkpoint.new("a1", 1, "completed", {"n": 1})
+>>> _ = FileCheckpointStorage(folder).write(ck)
+>>> load_checkpoint(ck.id, storage_path=folder).state
+{'n': 1}
+"""
+
+from kaizen_ray.core.checkpoint._format import CHECKPOINT_FORMAT_VERSION, decode_checkpoint, encode_checkpoint
+from kaizen_ray.core.checkpoint._model import (
+    Checkpoint,
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointInfo,
+    CheckpointNotFoundError,
+    CheckpointSerializationError,
+    CheckpointStatus,
+    CheckpointStorageError,
+    default_storage_path,
+    new_checkpoint_id,
+    resolve_storage_path,
+    validate_agent_name,
+    validate_checkpoint_id,
+)
+from kaizen_ray.core.checkpoint._storage import (
+    FileCheckpointStorage,
+    atomic_write_bytes,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_latest,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION", "Checkpoint", "CheckpointCorruptError", "CheckpointError", "CheckpointInfo",
+    "CheckpointNotFoundError", "CheckpointSerializationError", "CheckpointStatus", "CheckpointStorageError",
+    "FileCheckpointStorage", "atomic_write_bytes", "decode_checkpoint", "default_storage_path", "encode_checkpoint",
+    "list_checkpoints", "load_checkpoint", "new_checkpoint_id", "resolve_latest", "resolve_storage_path",
+    "validate_agent_name", "validate_checkpoint_id",
+]  # fmt: skip

@@ -1,0 +1,472 @@
+"""One run of one agent: the cycle loop, with its state and its result (a resume is a new run).
+
+Cancellation semantics, precisely:
+
+* One cycle is one call of ``step(state, ctx)``. Only the state a step
+  *returns* is committed; a cycle that does not return leaves the committed
+  state exactly as it was.
+* Interrupts are checked at every cycle boundary (before each step).
+* PRE_INTERRUPT hooks run as soon as the run learns of its first interrupt,
+  on the run's event loop, also while a GRACEFUL cycle is still in flight;
+  POST_INTERRUPT hooks run after the stop's checkpoint is durable, with its id.
+  Neither ever holds up the checkpoint: each hook is bounded by
+  ``hook_timeout_s``.
+* GRACEFUL: the cycle in flight runs to its end and is committed; the run then
+  checkpoints and stops. If the stop has not finished within
+  ``graceful_shutdown_timeout`` of the interrupt, it is escalated to IMMEDIATE
+  (SYSTEM, ``metadata["handler"] == "escalation"``) from the shared deadline
+  thread, which a blocked event loop cannot delay.
+* IMMEDIATE: an async step is cancelled (it sees ``CancelledError`` at its
+  next await) and its result, if it returns one anyway, is discarded.
+  Precisely: a cycle is committed only if no IMMEDIATE stop was accepted
+  before its result reached the loop. A sync step runs in a thread, which
+  cannot be cancelled: the run checkpoints first, then waits up to
+  ``immediate_shutdown_timeout`` for the thread and discards its result
+  (in-process the thread is then abandoned; on Ray the actor is killed).
+  The checkpoint holds the state after the last completed cycle.
+* A step that raises ends the run ``"failed"``, with the exception (type and
+  chain intact) in the result and a checkpoint of the last committed state.
+* Every run ends with a checkpoint, durable before :meth:`AgentRun.execute`
+  returns, except an interrupted run with ``checkpoint_on_interrupt=False``.
+* Handlers on the agent's manager are armed when the run starts and disarmed
+  when it ends, whatever its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from kaizen_ray.core._threads import DaemonCall
+from kaizen_ray.core.checkpoint import Checkpoint, CheckpointError, CheckpointStatus
+from kaizen_ray.core.context import BudgetClient, CheckpointSink, StepContext, StepResult
+from kaizen_ray.core.deadlines import shared_scheduler
+from kaizen_ray.core.hooks import HookContext, HookEvent
+from kaizen_ray.core.interrupts import InterruptedError, InterruptManager, InterruptMode, InterruptReason, InterruptSource
+from kaizen_ray.core.results import RunStatus, run_result
+
+if TYPE_CHECKING:  # the agent module imports this one; the type is only for annotations
+    from kaizen_ray.core.agent import BaseAutonomousAgent
+
+logger = logging.getLogger("kaizen_ray.agent")
+
+__all__ = ["AgentPhase", "AgentRun", "TRANSITIONS", "clear_if_handled"]
+
+
+class AgentPhase(StrEnum):
+    """Where an agent is in its life (shown by ``status()``)."""
+
+    IDLE = "idle"  # built, never run
+    RUNNING = "running"  # the cycle loop is going
+    STOPPING = "stopping"  # an interrupt ended the loop; checkpointing, running hooks
+    FINISHED = "finished"  # the last run returned; a new run (a resume) may start
+
+
+TRANSITIONS: dict[AgentPhase, frozenset[AgentPhase]] = {
+    AgentPhase.IDLE: frozenset({AgentPhase.RUNNING}),
+    AgentPhase.RUNNING: frozenset({AgentPhase.STOPPING, AgentPhase.FINISHED}),
+    AgentPhase.STOPPING: frozenset({AgentPhase.FINISHED}),
+    AgentPhase.FINISHED: frozenset({AgentPhase.RUNNING}),
+}
+
+_CHECKPOINT_STATUS = {
+    RunStatus.COMPLETED: CheckpointStatus.COMPLETED,
+    RunStatus.INTERRUPTED: CheckpointStatus.INTERRUPTED,
+    RunStatus.FAILED: CheckpointStatus.FAILED,
+}
+
+
+def clear_if_handled(manager: InterruptManager, handled_generation: int | None) -> None:
+    """Start a new run clear of the interrupt the previous run already stopped for.
+
+    A request accepted since (a higher generation) still stops the new run at
+    its first boundary: interrupts are level-triggered.
+
+    >>> m = InterruptManager()
+    >>> _ = m.request_interrupt("user")
+    >>> clear_if_handled(m, m.generation); m.is_interrupted()
+    False
+    """
+    if manager.is_interrupted() and manager.generation == handled_generation:
+        manager.reset()
+
+
+class _CycleCancelled(Exception):
+    """The cycle in flight was cancelled by an IMMEDIATE interrupt; it may still be running."""
+
+    def __init__(self, step: asyncio.Future[Any], call: DaemonCall | None, cancelled_at: float) -> None:
+        super().__init__("cycle cancelled")
+        self.step, self.call, self.cancelled_at = step, call, cancelled_at
+
+
+class AgentRun:
+    """One run of one agent: its cycle, cost, phase and committed state, the loop, and the result.
+
+    The agent is the user's code (``initial_state``, ``step``, hooks, config);
+    everything a run changes lives here. ``sink`` and ``budget`` are where
+    checkpoints and spend go: files and local handlers in-process, the store
+    and budget actors on Ray. ``previous`` is the agent's last run, whose
+    cycle, checkpoint and handled interrupt this one starts from.
+
+    >>> from kaizen_ray.core.agent import BaseAutonomousAgent
+    >>> class Once(BaseAutonomousAgent):
+    ...     async def step(self, state, ctx):
+    ...         return StepResult(state, done=True, output="ok")
+    >>> import tempfile
+    >>> agent = Once(config={"storage_path": tempfile.mkdtemp()})
+    >>> asyncio.run(agent.run_autonomous("t"))["output"]
+    'ok'
+    >>> agent.status()["phase"], agent.status()["cycle"]
+    ('finished', 1)
+    """
+
+    def __init__(
+        self,
+        agent: BaseAutonomousAgent,
+        *,
+        sink: CheckpointSink,
+        budget: BudgetClient,
+        previous: AgentRun | None = None,
+        abandon_stuck_steps: bool = True,
+    ) -> None:
+        self.agent = agent
+        self.name = agent.name
+        self.config = agent.config
+        self.manager = agent.interrupt_manager
+        self.sink = sink
+        self.budget = budget
+        # In-process a step that outlives immediate_shutdown_timeout is abandoned;
+        # on Ray it costs the actor instead (the watcher kills it).
+        self.abandon_stuck_steps = abandon_stuck_steps
+        self.phase = AgentPhase.IDLE
+        self.cycle = previous.cycle if previous else 0
+        self.cost = previous.cost if previous else 0.0
+        self.checkpoint_id: str | None = previous.checkpoint_id if previous else None
+        self.cycle_in_flight: int | None = None
+        self.handled_generation: int | None = None
+        self._previous_handled = previous.handled_generation if previous else None
+        self._parent_id: str | None = None
+        self._state: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._immediate: asyncio.Event | None = None
+        self._pre_interrupt: asyncio.Future[Any] | None = None
+        self._escalation_key = ("escalation", id(self))
+        self._sync_step = not inspect.iscoroutinefunction(agent.step)
+
+    def __repr__(self) -> str:
+        return f"AgentRun({self.name!r}, {self.phase.value}, cycle={self.cycle})"
+
+    @property
+    def running(self) -> bool:
+        """True from the start of :meth:`execute` until it returns."""
+        return self.phase in (AgentPhase.RUNNING, AgentPhase.STOPPING)
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot: phase, cycles done, the cycle in flight, cost, interrupt state, budget."""
+        mgr = self.manager
+        return {
+            "agent": self.name,
+            "phase": self.phase.value,
+            "cycle": self.cycle,
+            "cycle_in_flight": self.cycle_in_flight,
+            "cost": self.cost,
+            "interrupted": mgr.is_interrupted(),
+            "mode": mgr.mode.value if mgr.mode else None,
+            "interrupt_reason": mgr.reason,
+            "checkpoint_id": self.checkpoint_id,
+            "budget": self.budget.snapshot(),
+        }
+
+    def _move(self, phase: AgentPhase) -> None:
+        if phase is self.phase:
+            return
+        if phase not in TRANSITIONS[self.phase]:
+            raise RuntimeError(f"run of {self.name!r} cannot go from {self.phase.value} to {phase.value}")
+        self.phase = phase
+
+    # -- interrupts, from any thread (signal dispatcher, deadline thread, Ray control thread) --
+
+    def _on_interrupt(self, reason: InterruptReason, mode: InterruptMode) -> None:
+        loop = self._loop
+        assert loop is not None and self._immediate is not None
+        try:
+            if mode is InterruptMode.IMMEDIATE:
+                loop.call_soon_threadsafe(self._immediate.set)
+            loop.call_soon_threadsafe(self._start_pre_interrupt)
+        except RuntimeError:  # the run's loop is closed: the run is over
+            return
+        if mode is InterruptMode.IMMEDIATE:
+            shared_scheduler().cancel(self._escalation_key)
+        else:
+            timeout = self.config.graceful_shutdown_timeout
+            shared_scheduler().call_later(self._escalation_key, timeout, lambda: self._escalate(timeout))
+
+    def _escalate(self, timeout: float) -> None:
+        self.manager.request_interrupt(
+            InterruptSource.SYSTEM,
+            InterruptMode.IMMEDIATE,
+            f"graceful stop of {self.name} did not finish within {timeout}s",
+            {"handler": "escalation", "graceful_shutdown_timeout": timeout},
+        )
+
+    def _start_pre_interrupt(self) -> None:
+        # On the run's loop; once per run, for the first interrupt only.
+        if self._pre_interrupt is None and self.manager.is_interrupted():
+            self._pre_interrupt = asyncio.ensure_future(self._hook(HookEvent.PRE_INTERRUPT, self._interrupt_data()))
+
+    def _interrupt_data(self, **extra: Any) -> dict[str, Any]:
+        reason = self.manager.reason
+        if reason is None:
+            return dict(extra)
+        return {
+            "reason": reason.message,
+            "source": reason.source.value,
+            "mode": (self.manager.mode or reason.mode).value,
+            "interrupt_reason": reason,
+            **extra,
+        }
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def execute(self, task: Any = None, resume_from: str | None = None) -> dict[str, Any]:
+        """Run cycles until done, ``max_cycles``, an interrupt or a failure; return the result dict."""
+        mgr, cfg = self.manager, self.config
+        self._loop = asyncio.get_running_loop()
+        self._immediate = asyncio.Event()
+        clear_if_handled(mgr, self._previous_handled)
+        self._move(AgentPhase.RUNNING)
+        if cfg.enable_interrupts:
+            mgr.add_listener(self._on_interrupt)
+            mgr.arm_handlers()  # a timeout counts from here, the start of this run
+            if mgr.is_interrupted():  # level-triggered: an earlier request stops this run too
+                self._on_interrupt(mgr.reason, mgr.mode)
+        try:
+            state, output, done = await self._initial(task, resume_from)
+        except BaseException:
+            # Nothing ran, so there is nothing to checkpoint: undo the start and say why.
+            if cfg.enable_interrupts:
+                mgr.remove_listener(self._on_interrupt)
+            self._end(None)
+            raise
+        self._state = state
+        status, error = RunStatus.COMPLETED, None
+        cancelled: asyncio.CancelledError | None = None
+        in_flight: _CycleCancelled | None = None
+        try:
+            while not done:
+                if cfg.enable_interrupts and mgr.is_interrupted():
+                    status = RunStatus.INTERRUPTED
+                    break
+                if cfg.max_cycles is not None and self.cycle >= cfg.max_cycles:
+                    break
+                try:
+                    result = await self._cycle(state)
+                except _CycleCancelled as exc:
+                    status, in_flight = RunStatus.INTERRUPTED, exc
+                    break
+                state, done, output = result.state, result.done, result.output
+                self._state = state
+                self.cycle += 1
+                await self._hook(HookEvent.POST_CYCLE)
+                freq = cfg.checkpoint_frequency
+                if not done and freq and self.cycle % freq == 0:
+                    await self._save(state, CheckpointStatus.RUNNING, durable=False)
+        except asyncio.CancelledError as exc:
+            # The run itself was cancelled (task.cancel(), ray.cancel): stop as
+            # IMMEDIATE, checkpoint, then let the cancellation go on.
+            cancelled, status = exc, RunStatus.INTERRUPTED
+            mgr.request_interrupt(InterruptSource.PROGRAMMATIC, InterruptMode.IMMEDIATE, "the run was cancelled", {"cancelled": True})
+        except Exception as exc:  # noqa: BLE001 - reported in the result with its type and chain
+            status, error = RunStatus.FAILED, exc
+            logger.error("run of %s failed at cycle %d: %r", self.name, self.cycle + 1, exc, exc_info=exc)
+        return await self._stop(status, state, output, done, error, in_flight, cancelled)
+
+    async def _stop(
+        self,
+        status: RunStatus,
+        state: Any,
+        output: Any,
+        done: bool,
+        error: BaseException | None,
+        in_flight: _CycleCancelled | None,
+        cancelled: asyncio.CancelledError | None,
+    ) -> dict[str, Any]:
+        mgr, cfg = self.manager, self.config
+        if cfg.enable_interrupts:
+            mgr.remove_listener(self._on_interrupt)
+        if status is RunStatus.INTERRUPTED:
+            self._move(AgentPhase.STOPPING)
+            self._start_pre_interrupt()
+        checkpoint_id = None
+        if status is not RunStatus.INTERRUPTED or cfg.checkpoint_on_interrupt:
+            checkpoint_id, save_error = await self._final_save(state, status, error, output, done)
+            if save_error is not None:
+                status, error = RunStatus.FAILED, save_error
+        if in_flight is not None:
+            # Checkpoint first, then wait for the cancelled step: a step that
+            # never ends cannot cost the checkpoint.
+            await self._drain(in_flight)
+        if self._pre_interrupt is not None:
+            await self._pre_interrupt  # bounded by the hooks' own timeouts
+        if status is RunStatus.INTERRUPTED:
+            await self._hook(HookEvent.POST_INTERRUPT, self._interrupt_data(checkpoint_id=checkpoint_id))
+        self._end(status)
+        if cancelled is not None:
+            raise cancelled
+        reason = mgr.reason if status is RunStatus.INTERRUPTED else None
+        result = run_result(
+            self.name, status, state=state, output=output, cycles=self.cycle, cost=self.cost,
+            checkpoint_id=checkpoint_id, interrupt_reason=reason,
+            mode=mgr.mode.value if reason is not None and mgr.mode else None, error=error,
+        )  # fmt: skip
+        if result["interrupt_reason"] is not None and cfg.raise_on_interrupt:
+            raise InterruptedError(result["interrupt_reason"], checkpoint_id)
+        return result
+
+    async def _initial(self, task: Any, resume_from: str | None) -> tuple[Any, Any, bool]:
+        if resume_from is None:
+            state = self.agent.initial_state(task)
+            if inspect.isawaitable(state):
+                state = await state
+            self.cycle, self.cost = 0, 0.0
+            return state, None, False
+        ckpt = await self.sink.load(self.name, resume_from)
+        if ckpt.agent != self.name:
+            logger.info("agent %s resumes from a checkpoint of %s (%s)", self.name, ckpt.agent, ckpt.id)
+        self.cycle = ckpt.cycle
+        self.cost = float(ckpt.metadata.get("cost", 0.0))
+        self.checkpoint_id = self._parent_id = ckpt.id
+        logger.info("agent %s resumes from %s at cycle %d", self.name, ckpt.id, ckpt.cycle)
+        return ckpt.state, ckpt.metadata.get("output"), bool(ckpt.metadata.get("done", False))
+
+    async def _cycle(self, state: Any) -> StepResult:
+        ctx = StepContext(
+            agent_name=self.name, cycle=self.cycle + 1, manager=self.manager, budget=self.budget, cost_so_far=self.cost
+        )
+        await self._hook(HookEvent.PRE_CYCLE)
+        call: DaemonCall | None = None
+        self.cycle_in_flight = ctx.cycle
+        if self._sync_step:
+            call = DaemonCall(self.agent.step, state, ctx, name=f"kaizen-step-{self.name}")
+            step = asyncio.ensure_future(call.result())
+        else:
+            step = asyncio.ensure_future(self.agent.step(state, ctx))
+        try:
+            result = await self._await_step(step, call)
+        finally:
+            self.cycle_in_flight = None
+            # Spend is a fact even for a cancelled cycle; settle before the next one.
+            self.cost += ctx.cycle_cost
+            await self.budget.settle()
+            warning = self.budget.take_warning()
+            if warning is not None:
+                await self._hook(HookEvent.BUDGET_WARNING, {"budget": warning})
+        if not isinstance(result, StepResult):
+            raise TypeError(
+                f"{type(self.agent).__name__}.step must return a StepResult, got {type(result).__name__}: {result!r:.200}"
+            )
+        return result
+
+    async def _await_step(self, step: asyncio.Future[Any], call: DaemonCall | None) -> Any:
+        if not self.config.enable_interrupts:
+            return await step
+        assert self._immediate is not None
+        immediate = asyncio.ensure_future(self._immediate.wait())
+        try:
+            await asyncio.wait({step, immediate}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            step.cancel()  # the run is cancelled: so is its cycle
+            raise
+        finally:
+            immediate.cancel()
+        if step.done() and self.manager.mode is not InterruptMode.IMMEDIATE:
+            return step.result()  # finished, and no IMMEDIATE came first: a completed cycle
+        step.cancel()
+        raise _CycleCancelled(step, call, time.monotonic())
+
+    async def _drain(self, cancelled: _CycleCancelled) -> None:
+        step, call = cancelled.step, cancelled.call
+        timeout: float | None = None
+        if self.abandon_stuck_steps:
+            timeout = max(0.0, self.config.immediate_shutdown_timeout - (time.monotonic() - cancelled.cancelled_at))
+        started = time.monotonic()
+        finished = bool((await asyncio.wait({step}, timeout=timeout))[0])
+        if call is not None and finished:
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            finished = await call.wait_finished(left)
+        if not finished:
+            logger.warning(
+                "IMMEDIATE stop of %s: the step did not stop within %.3fs of its cancellation; it is abandoned",
+                self.name,
+                self.config.immediate_shutdown_timeout,
+            )
+        elif not step.cancelled() and step.exception() is None:
+            logger.info("IMMEDIATE stop of %s: the step swallowed its cancellation; its result is discarded", self.name)
+
+    async def _hook(self, event: HookEvent, data: dict[str, Any] | None = None) -> None:
+        hooks = self.agent.hooks
+        if not hooks.hooks_for(event):
+            return
+        await hooks.trigger(HookContext(event, self.agent, data or {}, cycle=self.cycle, state=self._state))
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint(self, state: Any, status: CheckpointStatus, output: Any, done: bool) -> Checkpoint:
+        metadata: dict[str, Any] = {"cost": self.cost, "done": done}
+        if done and _json_able(output):
+            metadata["output"] = output
+        return Checkpoint.new(
+            self.name, self.cycle, status, state,
+            interrupt_reason=self.manager.reason, parent_id=self._parent_id, metadata=metadata,
+        )  # fmt: skip
+
+    async def _save(
+        self, state: Any, status: CheckpointStatus, *, durable: bool, output: Any = None, done: bool = False
+    ) -> str:
+        ckpt = self._checkpoint(state, status, output, done)
+        await self._hook(HookEvent.PRE_CHECKPOINT, {"checkpoint_id": ckpt.id, "durable": durable})
+        checkpoint_id = await self.sink.save(ckpt, durable=durable)
+        self._parent_id = self.checkpoint_id = checkpoint_id
+        await self._hook(HookEvent.POST_CHECKPOINT, {"checkpoint_id": checkpoint_id, "durable": durable})
+        return checkpoint_id
+
+    async def _final_save(
+        self, state: Any, status: RunStatus, error: BaseException | None, output: Any, done: bool
+    ) -> tuple[str | None, BaseException | None]:
+        if isinstance(error, CheckpointError):
+            # The state that could not be saved is still the state: saving it
+            # again would fail the same way. The last good checkpoint stands.
+            return self.checkpoint_id, None
+        try:
+            return await self._save(state, _CHECKPOINT_STATUS[status], durable=True, output=output, done=done), None
+        except Exception as exc:  # noqa: BLE001 - reported in the result, never dropped
+            logger.error("final checkpoint of %s failed: %r", self.name, exc, exc_info=exc)
+            return self.checkpoint_id, exc
+
+    def _end(self, status: RunStatus | None) -> None:
+        shared_scheduler().cancel(self._escalation_key)
+        mgr = self.manager
+        if mgr.is_interrupted():
+            self.handled_generation = mgr.generation
+        if self.config.enable_interrupts:
+            try:
+                mgr.disarm_handlers()
+            except Exception:
+                logger.exception("disarming the handlers of %s failed", self.name)
+        mgr.run_shutdown_callbacks()
+        self._move(AgentPhase.FINISHED)
+        if status is not None:
+            logger.info("run of %s ended %s at cycle %d", self.name, status.value, self.cycle)
+
+
+def _json_able(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
