@@ -5,7 +5,9 @@ becomes a deadline on the namespace's timer actor, scheduled when a run
 starts (counting from that moment) and cancelled when it ends. A
 :class:`BudgetInterruptHandler` becomes a budget scope actor owned by this
 actor, which subscribes to it; a supervisor hands its scopes to its children
-so that they all charge one.
+so that they all charge one. Both kinds of actor live in a named namespace,
+never an anonymous one (see :mod:`kaizen_ray.runtime._namespaces`), and the
+timer keeps a scheduled deadline across its own restart.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ __all__ = ["SystemHandlers"]
 
 
 class SystemHandlers:
-    """The SYSTEM handlers of one actor (``owner``), by key."""
+    """The SYSTEM handlers of one actor (``owner``), by key.
+
+    >>> system = SystemHandlers("a1", "/tmp/ckpts", None)  # inside the agent's actor  # doctest: +SKIP
+    >>> key = await system.add(TimeoutInterruptHandler(30.0)); await system.run_started()  # doctest: +SKIP
+    """
 
     def __init__(self, owner: str, storage_path: str, namespace: str | None) -> None:
         self.owner = owner

@@ -34,6 +34,7 @@ import ray
 from kaizen_ray.core.checkpoint import atomic_write_bytes
 from kaizen_ray.core.handlers import BudgetInterruptHandler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptSource
+from kaizen_ray.runtime._namespaces import system_namespace
 
 logger = logging.getLogger("kaizen_ray.budget")
 
@@ -200,14 +201,18 @@ def create_budget_scope(
     """A new budget actor for ``owner``'s handler, its ledger under ``storage_path/.budgets``.
 
     ``subscriber`` (the owner's actor) is subscribed for the actor's whole
-    life, restarts included.
+    life, restarts included. The actor is named ``kaizen-budget/<owner>/<id>``
+    in :func:`~kaizen_ray.runtime._namespaces.system_namespace` of ``namespace``.
+
+    >>> scope = create_budget_scope("a1", BudgetInterruptHandler(1.0), "/tmp/ckpts", "kaizen")  # doctest: +SKIP
+    >>> ray.get(scope.snapshot.remote())["scope"]                                              # doctest: +SKIP
+    'kaizen-budget/a1/...'
     """
     scope_id = uuid.uuid4().hex[:12]
     scope = f"{BUDGET_PREFIX}/{owner}/{scope_id}"
     path = Path(storage_path) / ".budgets" / f"{owner.replace('/', '%2F')}-{scope_id}.json"
-    options: dict[str, Any] = {"name": scope}
-    if namespace:
-        options["namespace"] = namespace
+    # A named namespace, as for every SYSTEM actor (see _namespaces): findable by name from anywhere.
+    options: dict[str, Any] = {"name": scope, "namespace": system_namespace(namespace)}
     subscribers = () if subscriber is None else ((subscriber, owner),)
     return BudgetActor.options(**options).remote(scope, handler, str(path), subscribers)
 

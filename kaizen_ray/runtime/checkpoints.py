@@ -29,6 +29,7 @@ from kaizen_ray.core.checkpoint import (
     validate_agent_name,
     validate_checkpoint_id,
 )
+from kaizen_ray.runtime._namespaces import system_namespace
 
 logger = logging.getLogger("kaizen_ray.checkpoints")
 
@@ -192,8 +193,14 @@ class CheckpointStore:
 
 
 def get_or_create_store(namespace: str | None) -> Any:
-    """The namespace's store, created on first use (detached: it must outlive drivers)."""
-    options: dict[str, Any] = {"name": STORE_NAME, "get_if_exists": True, "lifetime": "detached"}
-    if namespace:
-        options["namespace"] = namespace
+    """The namespace's store, created on first use (detached: it must outlive drivers).
+
+    It lives in :func:`~kaizen_ray.runtime._namespaces.system_namespace` of
+    ``namespace``: never in an anonymous one, where no other driver could find it.
+
+    >>> store = get_or_create_store(None)  # after a plain ray.init(): in "kaizen"  # doctest: +SKIP
+    >>> ray.get_actor(STORE_NAME, namespace="kaizen")                              # doctest: +SKIP
+    Actor(CheckpointStore, ...)
+    """
+    options = {"name": STORE_NAME, "namespace": system_namespace(namespace), "get_if_exists": True, "lifetime": "detached"}
     return CheckpointStore.options(**options).remote()
