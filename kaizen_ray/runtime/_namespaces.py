@@ -19,11 +19,11 @@ import re
 
 import ray
 
-from kaizen_ray.runtime.handles import DEFAULT_NAMESPACE
-
 logger = logging.getLogger("kaizen_ray.runtime")
 
-__all__ = ["is_anonymous_namespace", "system_namespace"]
+__all__ = ["DEFAULT_NAMESPACE", "is_anonymous_namespace", "system_namespace"]
+
+DEFAULT_NAMESPACE = "kaizen"  # where detached agents and system actors go when no namespace is named
 
 # The GCS's own test (src/ray/util/util.h, is_uuid), so both agree on what is anonymous.
 _ANONYMOUS = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-4[a-f0-9]{3}-[89aAbB][a-f0-9]{3}-[a-f0-9]{12}")

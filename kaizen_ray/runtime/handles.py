@@ -19,6 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from kaizen_ray.core.errors import AgentGoneError
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
+from kaizen_ray.runtime._namespaces import DEFAULT_NAMESPACE
 from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource, coerce_source_mode
 
 logger = logging.getLogger("kaizen_ray.runtime")
@@ -28,7 +29,6 @@ __all__ = [
     "actor_options", "create_named", "ensure_ray", "get_agent", "spawn_agent", "wait_with_signals",
 ]  # fmt: skip
 
-DEFAULT_NAMESPACE = "kaizen"
 CONTROL_TIMEOUT_S = 10.0
 
 # Named, non-detached actors die when their creator drops its last handle:
