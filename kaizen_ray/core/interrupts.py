@@ -245,13 +245,20 @@ class InterruptManager:
         mode: InterruptMode | str = InterruptMode.GRACEFUL,
         reason: str = "",
         metadata: dict[str, Any] | None = None,
+        *,
+        message: str | None = None,
     ) -> bool:
         """Ask this manager (and so its children) to stop. Returns True if accepted.
 
         Accepted: the first request, or an IMMEDIATE one while GRACEFUL.
         Refused: anything else while interrupted. Never blocks on children or
         listeners beyond their own call; never raises because a child failed.
+        ``message=`` is accepted for ``reason=``, as kailash-kaizen's code writes it.
         """
+        if message is not None:
+            if reason and reason != message:
+                raise ValueError(f"give the message once: reason={reason!r} and message={message!r} differ")
+            reason = message
         source, mode = coerce_source_mode(source, mode)
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str message, got {type(reason).__name__}: {reason!r}")
