@@ -38,7 +38,7 @@ class Analyst(kr.BaseAutonomousAgent):
         self.hooks.register(kr.HookEvent.BUDGET_WARNING, self._warned)
 
     def _warned(self, ctx: kr.HookContext) -> None:
-        self.warned_at = ctx.metadata["budget"]["spent"]
+        self.warned_at = ctx.data["budget"]["spent"]
 
     def initial_state(self, task: Any) -> dict[str, Any]:
         return {"question": task, "answers": 0, "warned_at": None}

@@ -29,7 +29,7 @@ from kaizen_ray.core.config import AutonomousConfig, ChildSpec, RestartPolicy, R
 from kaizen_ray.core.context import StepContext
 from kaizen_ray.core.errors import AgentGoneError, ConfigError, KaizenError, LLMError
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
-from kaizen_ray.core.hooks import HookContext, HookEvent, HookManager, HookResult
+from kaizen_ray.core.hooks import HookContext, HookEvent, HookManager, HookPriority, HookResult
 from kaizen_ray.core.interrupts import (
     InterruptedError,
     InterruptManager,
@@ -69,6 +69,7 @@ __all__ = [
     "HookContext",
     "HookEvent",
     "HookManager",
+    "HookPriority",
     "HookResult",
     "InterruptManager",
     "InterruptMode",

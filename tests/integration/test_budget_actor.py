@@ -58,7 +58,7 @@ class Spender(kr.BaseAutonomousAgent):
         self.hooks.register(kr.HookEvent.BUDGET_WARNING, self._warned)
 
     def _warned(self, ctx: kr.HookContext) -> None:
-        record = {"agent": ctx.agent_name, "spent": ctx.metadata["budget"]["spent"]}
+        record = {"agent": ctx.agent_name, "spent": ctx.data["budget"]["spent"]}
         (Path(ctx.state["warn_dir"]) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(record))
 
     def initial_state(self, task):

@@ -18,7 +18,7 @@ EXPECTED = {
     "InterruptSource", "InterruptMode", "InterruptReason", "InterruptedError", "InterruptManager",
     "SignalInterruptHandler", "TimeoutInterruptHandler", "BudgetInterruptHandler",
     # Hooks
-    "HookEvent", "HookContext", "HookResult", "HookManager",
+    "HookEvent", "HookContext", "HookResult", "HookManager", "HookPriority",
     # Agents and config
     "BaseAutonomousAgent", "StepResult", "StepContext", "AgentPhase",
     "AutonomousConfig", "SupervisorConfig", "ChildSpec", "RestartPolicy", "RestartStrategy",
