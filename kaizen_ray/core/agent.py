@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio  # noqa: F401 - the doctests run agents with asyncio.run
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from kaizen_ray.core._local_budget import LocalBudgetClient
 from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
@@ -52,6 +52,9 @@ class BaseAutonomousAgent:
     >>> result["status"], result["output"], result["cycles"]
     ('completed', 3, 3)
     """
+
+    #: What a ChildSpec may supervise (core.config checks it without importing this module).
+    _kaizen_kind: ClassVar[str] = "agent"
 
     def __init__(
         self,

@@ -133,9 +133,9 @@ class ChildSpec(_Config):
     @field_validator("agent_cls")
     @classmethod
     def _agent_cls(cls, value: Any) -> type:
-        from kaizen_ray.core.agent import BaseAutonomousAgent
-
-        if not (isinstance(value, type) and issubclass(value, BaseAutonomousAgent)):
+        # Duck-typed on the marker every BaseAutonomousAgent subclass inherits:
+        # config sits below the agent module and must not import it.
+        if not (isinstance(value, type) and getattr(value, "_kaizen_kind", None) == "agent"):
             raise ValueError(f"agent_cls must be a subclass of BaseAutonomousAgent, got {value!r}")
         return value
 
