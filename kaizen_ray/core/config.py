@@ -148,7 +148,8 @@ class SupervisorConfig(BaseModel):
     model_config = _FROZEN
 
     strategy: RestartStrategy = RestartStrategy.ONE_FOR_ONE
-    max_restarts: int = Field(default=3, ge=0)
+    # strict: True is not "1 restart", nor 2.5 "2".
+    max_restarts: int = Field(default=3, ge=0, strict=True)
     restart_window_s: float = 5.0
     graceful_shutdown_timeout: float = 5.0
     immediate_shutdown_timeout: float = 5.0
