@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from kaizen_ray.core.config import RestartPolicy, RestartStrategy
+from kaizen_ray.core.config import RestartPolicy, RestartStrategy, SupervisorConfig
 from kaizen_ray.core.deadlines import restart_allowed
+from kaizen_ray.core.errors import ConfigError
 
 __all__ = [
     "ChildExit", "SupervisorPhase", "SUPERVISOR_TRANSITIONS", "add_restart", "check_transition",
     "children_to_restart", "classify_exit", "manifest_storage_path", "restart_allowed", "should_restart",
+    "supervisor_config",
 ]  # fmt: skip
 
 
@@ -59,7 +61,9 @@ def check_transition(current: SupervisorPhase | str, new: SupervisorPhase | str)
     if new is current or new in SUPERVISOR_TRANSITIONS[current]:
         return new
     allowed = ", ".join(sorted(p.value for p in SUPERVISOR_TRANSITIONS[current]))
-    raise RuntimeError(f"a supervisor cannot go from {current.value} to {new.value}; from {current.value} it may go to: {allowed}")
+    raise RuntimeError(
+        f"a supervisor cannot go from {current.value} to {new.value}; from {current.value} it may go to: {allowed}"
+    )
 
 
 def add_restart(
@@ -161,3 +165,40 @@ def children_to_restart(
         return [dead]
     start = 0 if strategy is RestartStrategy.ONE_FOR_ALL else order.index(dead)
     return [name for name in order[start:] if name == dead or name in running]
+
+
+def supervisor_config(
+    config: SupervisorConfig | Mapping[str, Any] | None = None,
+    *,
+    strategy: RestartStrategy | str | None = None,
+    max_restarts: int | None = None,
+    restart_window_s: float | None = None,
+    storage_path: Any = None,
+) -> SupervisorConfig:
+    """The one SupervisorConfig of ``Supervisor.spawn``'s arguments, refusing any that would be ignored.
+
+    The restart flags build a config (SupervisorConfig's defaults for those
+    left out) or go in ``config``, never both; ``storage_path`` may join a
+    config that names no other.
+
+    >>> supervisor_config(strategy="one_for_all").strategy
+    <RestartStrategy.ONE_FOR_ALL: 'one_for_all'>
+    >>> supervisor_config(SupervisorConfig(), max_restarts=7)
+    Traceback (most recent call last):
+    ...
+    kaizen_ray.core.errors.ConfigError: max_restarts must be left out when config= is given (set it in the SupervisorConfig), got 7
+    """
+    flags = {"strategy": strategy, "max_restarts": max_restarts, "restart_window_s": restart_window_s}
+    if config is None:
+        config = SupervisorConfig(**{k: v for k, v in flags.items() if v is not None})
+    else:
+        config = SupervisorConfig.model_validate(config)
+        for field, value in flags.items():
+            if value is not None:
+                raise ConfigError(field, value, "left out when config= is given (set it in the SupervisorConfig)")
+    if storage_path is None:
+        return config
+    own = SupervisorConfig(storage_path=storage_path).storage_path
+    if config.storage_path is not None and config.storage_path != own:
+        raise ConfigError("storage_path", storage_path, f"left out or config.storage_path ({str(config.storage_path)!r})")
+    return config.model_copy(update={"storage_path": own})

@@ -1,4 +1,4 @@
-"""Supervision decisions over plain data: restart bookkeeping, manifest placement, phases, config checks.
+"""Supervision decisions over plain data: restart bookkeeping, manifest placement, phases, spawn's arguments.
 
 The restart record is driven by a fake clock (plain numbers): no sleeps.
 """
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import kaizen_ray as kr
+from kaizen_ray.core.errors import ConfigError
 from kaizen_ray.core.supervision import (
     SUPERVISOR_TRANSITIONS,
     SupervisorPhase,
@@ -18,6 +19,7 @@ from kaizen_ray.core.supervision import (
     check_transition,
     manifest_storage_path,
     restart_allowed,
+    supervisor_config,
 )
 
 # -- add_restart (OTP's add_restart) ----------------------------------------------------
@@ -98,7 +100,10 @@ def test_every_phase_has_a_row_and_a_run_can_follow_a_finished_one():
     assert phase is SupervisorPhase.FINISHED
 
 
-@pytest.mark.parametrize(("current", "new"), [("idle", "running"), ("running", "starting"), ("stopping", "running"), ("finished", "stopping"), ("idle", "finished")])
+@pytest.mark.parametrize(
+    ("current", "new"),
+    [("idle", "running"), ("running", "starting"), ("stopping", "running"), ("finished", "stopping"), ("idle", "finished")],
+)
 def test_a_transition_off_the_table_is_refused_naming_both_phases(current, new):
     with pytest.raises(RuntimeError, match=f"from {current} to {new}"):
         check_transition(current, new)
@@ -116,3 +121,27 @@ def test_an_unknown_phase_is_refused():
 def test_max_restarts_must_be_a_plain_int(bad):
     with pytest.raises(ValidationError, match="max_restarts"):
         kr.SupervisorConfig(max_restarts=bad)
+
+
+# -- Supervisor.spawn's arguments -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flag", "value"), [("strategy", "rest_for_one"), ("max_restarts", 0), ("restart_window_s", 9.0)])
+def test_a_restart_flag_next_to_a_config_is_refused_naming_it(flag, value):
+    with pytest.raises(ConfigError, match=f"{flag} must be left out when config= is given") as caught:
+        supervisor_config(kr.SupervisorConfig(strategy="one_for_all"), **{flag: value})
+    assert caught.value.value == value
+
+
+def test_restart_flags_alone_build_the_config_with_its_defaults_for_the_rest():
+    assert supervisor_config(max_restarts=0) == kr.SupervisorConfig(max_restarts=0)
+    assert supervisor_config() == kr.SupervisorConfig()
+    assert supervisor_config({"strategy": "one_for_all"}).strategy is kr.RestartStrategy.ONE_FOR_ALL
+
+
+def test_storage_path_joins_a_config_and_two_different_ones_are_refused(tmp_path):
+    joined = supervisor_config(kr.SupervisorConfig(max_restarts=1), storage_path=tmp_path)
+    assert (joined.storage_path, joined.max_restarts) == (tmp_path, 1)
+    assert supervisor_config(kr.SupervisorConfig(storage_path=tmp_path), storage_path=str(tmp_path)).storage_path == tmp_path
+    with pytest.raises(ConfigError, match="storage_path"):
+        supervisor_config(kr.SupervisorConfig(storage_path=tmp_path / "a"), storage_path=tmp_path / "b")
