@@ -161,7 +161,8 @@ class SupervisorConfig(_Config):
     model_config = _FROZEN
 
     strategy: RestartStrategy = RestartStrategy.ONE_FOR_ONE
-    max_restarts: int = Field(default=3, ge=0)
+    # strict: True is not "1 restart", nor 2.5 "2".
+    max_restarts: int = Field(default=3, ge=0, strict=True)
     restart_window_s: float = 5.0
     graceful_shutdown_timeout: float = 5.0
     immediate_shutdown_timeout: float = 5.0

@@ -11,13 +11,14 @@ code works on actors unchanged.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from kaizen_ray.core.errors import AgentGoneError
+from kaizen_ray.core.errors import AgentGoneError, ConfigError
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
 from kaizen_ray.runtime._namespaces import DEFAULT_NAMESPACE
 from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource, coerce_source_mode
@@ -26,15 +27,60 @@ logger = logging.getLogger("kaizen_ray.runtime")
 
 __all__ = [
     "AgentGoneError", "AgentHandle", "InterruptManagerProxy", "ActorHandleBase",
-    "actor_options", "create_named", "ensure_ray", "get_agent", "spawn_agent", "wait_with_signals",
+    "actor_options", "create_named", "death_cause", "ensure_ray", "get_agent", "spawn_agent", "wait_until_up",
+    "wait_with_signals",
 ]  # fmt: skip
 
 CONTROL_TIMEOUT_S = 10.0
+# Generous: on an autoscaling cluster a new node may take minutes to join.
+SPAWN_TIMEOUT_S = 300.0
 
 # Named, non-detached actors die when their creator drops its last handle:
 # this registry keeps every handle this process spawned alive until shutdown().
 _SPAWNED: dict[tuple[str | None, str], Any] = {}
 _SPAWNED_LOCK = threading.Lock()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The line a Python traceback ends with: "KeyError: 'x'", "mod.Error: msg", "StopIteration".
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?::(?: .*)?)?$")
+
+
+def death_cause(exc: BaseException) -> str:
+    """The useful line of a Ray actor error: the worker's exception, or why Ray says the actor died.
+
+    Ray puts the whole remote traceback into an ``ActorDiedError``'s text; a
+    message wants its last line (``ModuleNotFoundError: No module named 'm'``),
+    or, for a death outside Python (``ray.kill``, OOM, a lost node), the
+    sentence that says why.
+
+    >>> from ray.exceptions import RayActorError
+    >>> text = "The actor died because of an error raised in its creation task, ray::A.__init__()\\n"
+    >>> death_cause(RayActorError(error_msg=text + "  File 'm.py', line 3, in __init__\\nKeyError: 'x'"))
+    "KeyError: 'x'"
+    """
+    text = _ANSI.sub("", str(exc)).strip()
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if getattr(exc, "actor_init_failed", False) or "creation task" in lines[0]:
+        # The traceback's last exception line, with any continuation of its message.
+        for i in range(len(lines) - 1, 0, -1):
+            if _EXCEPTION_LINE.match(lines[i]) and not lines[i].lower().startswith("traceback"):
+                return _short(" ".join(lines[i:]))
+        return _short(lines[0])
+    # A system-level death: a header line, tab-indented fields, then Ray's reason.
+    reasons = [line for line in lines[1:] if not line.startswith(("\t", " "))]
+    return _short(" ".join(reasons) if reasons else lines[0])
+
+
+def _short(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def gone(name: str, exc: BaseException, doing: str = "its actor died") -> AgentGoneError:
+    """An :class:`AgentGoneError` for ``name`` whose message carries ``exc``'s cause (chain it yourself)."""
+    return AgentGoneError(name, f"{doing}: {death_cause(exc)}")
 
 
 def ensure_ray(namespace: str | None) -> None:
@@ -62,11 +108,44 @@ def actor_options(kind: str, name: str, namespace: str | None, lifetime: str | N
 
 
 def create_named(actor_cls: Any, kind: str, options: dict[str, Any], *args: Any) -> Any:
-    """``actor_cls.options(**options).remote(*args)``, with an error that says which name clashed."""
+    """``actor_cls.options(**options).remote(*args)``, with a :class:`ConfigError` that names a clashing name.
+
+    >>> create_named(AgentActor, "agent", {"name": "a1", "namespace": "kaizen"}, *args)  # doctest: +SKIP
+    Traceback (most recent call last):
+    kaizen_ray.core.errors.ConfigError: name of the agent must be a name no live actor holds in namespace 'kaizen' (...), got 'a1'
+    """
+    name, namespace = options["name"], options["namespace"]
     try:
-        return actor_cls.options(**options).remote(*args)
+        configured = actor_cls.options(**options)
     except ValueError as exc:
-        raise ValueError(f"cannot spawn {kind} {options['name']!r} in namespace {options['namespace']!r}: {exc}") from exc
+        raise ConfigError(f"the Ray actor options of {kind} {name!r}", options, f"valid options ({exc})") from exc
+    try:
+        return configured.remote(*args)
+    except ValueError as exc:
+        if "already taken" not in str(exc):  # Ray's ActorAlreadyExistsError; anything else is not about the name
+            raise
+        expected = (
+            f"a name no live actor holds in namespace {namespace!r} "
+            "(pick another, or reach the running one with kr.get_agent)"
+        )
+        raise ConfigError(f"name of the {kind}", name, expected) from exc
+
+
+def wait_until_up(actor: Any, kind: str, name: str, namespace: str | None, timeout_s: float = SPAWN_TIMEOUT_S) -> None:
+    """Return once ``actor`` has finished its ``__init__``; AgentGoneError with the cause if it died doing so.
+
+    >>> wait_until_up(handle.actor, "agent", "a1", "kaizen")  # doctest: +SKIP
+    """
+    try:
+        ray.get(actor.__ray_ready__.remote(), timeout=timeout_s)
+    except RayActorError as exc:
+        raise gone(name, exc, "its actor could not start") from exc
+    except GetTimeoutError as exc:
+        ray.kill(actor, no_restart=True)  # not left pending, to start whenever resources free up
+        raise TimeoutError(
+            f"{kind} {name!r} (namespace {namespace!r}) was not up within {timeout_s}s: does any node "
+            "have the resources it asks for? Its pending actor was removed"
+        ) from exc
 
 
 class ActorHandleBase:
@@ -97,7 +176,7 @@ class ActorHandleBase:
         try:
             return ray.get(ref, timeout=timeout_s)
         except RayActorError as exc:
-            raise AgentGoneError(self.name, f"its actor died ({type(exc).__name__})") from exc
+            raise gone(self.name, exc) from exc
         except GetTimeoutError as exc:
             raise TimeoutError(f"{self.kind} {self.name!r} did not answer a control call within {timeout_s}s") from exc
 
@@ -324,6 +403,7 @@ def spawn_agent(
     storage_path = str(FileCheckpointStorage(config.storage_path).ensure_writable())
     namespace, options = actor_options("agent", name, namespace, lifetime, extra_options)
     actor = create_named(AgentActor, "agent", options, agent_cls, name, config, storage_path, namespace)
+    wait_until_up(actor, "agent", name, namespace)
     handle = AgentHandle(actor, name, namespace, storage_path)
     handle._register()
     return handle
@@ -339,7 +419,10 @@ def get_agent(name: str, namespace: str | None = None) -> ActorHandleBase:
         actor = ray.get_actor(name, namespace=namespace)
     except ValueError as exc:
         raise AgentGoneError(name, f"no actor of that name in namespace {namespace!r}") from exc
-    described = ray.get(actor.describe.remote(), timeout=CONTROL_TIMEOUT_S)
+    try:
+        described = ray.get(actor.describe.remote(), timeout=CONTROL_TIMEOUT_S)
+    except RayActorError as exc:
+        raise gone(name, exc) from exc
     cls = AgentHandle if described["kind"] == "agent" else _supervisor_handle_cls()
     return cls(actor, name, namespace, described["storage_path"])
 

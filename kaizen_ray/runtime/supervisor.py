@@ -13,26 +13,45 @@
   restarts happened within ``restart_window_s``; one more and the supervisor
   stops the other children gracefully and reports ``"failed"``.
 * The supervisor's checkpoint is a manifest of its children's checkpoints;
-  resuming it resumes every child from its own.
+  resuming it resumes every child from its own. It goes to the supervisor's
+  own storage path, else beside its children when they share one, else to
+  the default.
+* If the supervisor's own actor dies, its children die with it (it owns
+  them) and ``start()``'s ref still resolves to a ``"killed"`` result (see
+  :func:`kaizen_ray.runtime._watch.watch_supervisor`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 
 from kaizen_ray.core.checkpoint import Checkpoint, CheckpointStatus
 from kaizen_ray.core.config import ChildSpec, RestartPolicy, SupervisorConfig
-from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptSource
-from kaizen_ray.core.supervision import ChildExit, children_to_restart, classify_exit, restart_allowed, should_restart
+from kaizen_ray.core.errors import ConfigError
+from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource
+from kaizen_ray.core.results import supervisor_result
+from kaizen_ray.core.supervision import (
+    ChildExit,
+    SupervisorPhase,
+    add_restart,
+    check_transition,
+    children_to_restart,
+    classify_exit,
+    manifest_storage_path,
+    should_restart,
+    supervisor_config,
+)
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime._watch import watch_run
 from kaizen_ray.runtime.agent_actor import AgentActor, ControlMethods, StoreSink, load_from_store
-from kaizen_ray.runtime.handles import ActorHandleBase, actor_options, create_named
+from kaizen_ray.runtime.handles import ActorHandleBase, actor_options, create_named, death_cause, gone, wait_until_up
 
 logger = logging.getLogger("kaizen_ray.supervisor")
 
@@ -50,12 +69,38 @@ class _Child:
         self.storage_path = storage_path
         self.actor: Any = None
         self.task: asyncio.Task[dict[str, Any]] | None = None
+        self._captured: list[Any] | None = None  # the sends made while joining a manager
 
     def request_interrupt_nowait(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> Any:
-        return self.actor.request_interrupt.remote(InterruptSource(source).value, InterruptMode(mode).value, reason, metadata)
+        """Send an interrupt to the child's actor without waiting (how the manager forwards); its ObjectRef."""
+        ref = self.actor.request_interrupt.remote(InterruptSource(source).value, InterruptMode(mode).value, reason, metadata)
+        captured = self._captured
+        if captured is not None:
+            captured.append(ref)
+        return ref
 
-    # The manager's add_child wants this name; forwarding uses the nowait one above.
-    request_interrupt = request_interrupt_nowait
+    def request_interrupt(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> bool:
+        """Interrupt the child; True if its manager accepted. Blocks: never call it on the actor's event loop."""
+        ref = self.request_interrupt_nowait(source, mode, reason, metadata)
+        try:
+            return bool(ray.get(ref))
+        except RayActorError as exc:
+            raise gone(self.full_name, exc) from exc
+
+    async def join(self, manager: InterruptManager) -> None:
+        """Become ``manager``'s child, and return once the episode it replays has reached the actor.
+
+        Level-triggered: the manager replays its current episode to a new child
+        (once). Control and run calls are not ordered across concurrency groups,
+        so that one send is awaited before the child's run may start.
+        """
+        self._captured = []
+        try:
+            manager.add_child(self)
+        finally:
+            sent, self._captured = self._captured, None
+        for ref in sent:
+            await ref
 
 
 @ray.remote(concurrency_groups={"control": 16}, max_restarts=0)
@@ -83,15 +128,38 @@ class SupervisorActor(ControlMethods):
         self._system = SystemHandlers(name, storage_path, namespace)
         self._manager_ = InterruptManager(name=name)
         self._children = {s.name: _Child(s, f"{name}/{s.name}", child_storage[s.name]) for s in specs}
-        self._restart_times: list[float] = []
+        self._restart_times: list[float] = []  # inside the restart window only (add_restart prunes it)
         self._restarts = 0
         self._handled_generation: int | None = None
-        self._phase = "idle"
+        # The run moves the phase on its loop; an accepted interrupt moves it on a control thread.
+        self._phase_lock = threading.Lock()
+        self._phase = SupervisorPhase.IDLE
+        self._manager_.add_listener(self._on_interrupt)
 
     def __repr__(self) -> str:
         # getattr: Ray shows the repr even when __init__ failed; the real error must not be buried.
         name, phase = getattr(self, "_name", "?"), getattr(self, "_phase", "unborn")
         return f"SupervisorActor({name}, {phase}, children={len(getattr(self, '_children', {}))}, restarts={getattr(self, '_restarts', 0)})"
+
+    def _move(self, phase: SupervisorPhase) -> None:
+        with self._phase_lock:
+            self._phase = check_transition(self._phase, phase)
+
+    def _on_interrupt(self, reason: InterruptReason, mode: InterruptMode) -> None:
+        with self._phase_lock:
+            if self._phase is SupervisorPhase.RUNNING:
+                self._phase = SupervisorPhase.STOPPING
+
+    @ray.method(concurrency_group="control")
+    async def children_layout(self) -> dict[str, dict[str, str]]:
+        """Each child's actor name (``agent``), ``namespace`` and ``storage_path``.
+
+        What a watcher needs to report the children once this actor is gone.
+        """
+        return {
+            n: {"agent": c.full_name, "namespace": self._namespace, "storage_path": c.storage_path}
+            for n, c in self._children.items()
+        }
 
     def _manager(self) -> InterruptManager:
         return self._manager_
@@ -102,7 +170,7 @@ class SupervisorActor(ControlMethods):
             "budget": await self._system.budget_snapshot(),
             "agent": self._name,
             "kind": "supervisor",
-            "phase": self._phase,
+            "phase": self._phase.value,
             "children": {name: c.full_name for name, c in self._children.items()},
             "restarts": self._restarts,
             "interrupted": mgr.is_interrupted(),
@@ -141,16 +209,13 @@ class SupervisorActor(ControlMethods):
                 if time.monotonic() > deadline:  # the dead actor's name was never released
                     raise
                 await asyncio.sleep(0.05)
-        for scope in self._system.scopes.values():
-            await child.actor.use_budget_scope.remote(scope)
-        mgr = self._manager_
-        mgr.add_child(child)  # level-triggered: replays this episode to the new child
-        for accepted in mgr.episode:
-            # Make sure the interrupt is in before the run starts (control and
-            # run calls are not ordered across concurrency groups).
-            await child.actor.request_interrupt.remote(
-                accepted.source.value, accepted.mode.value, accepted.message, {**accepted.metadata, "propagated_from": self._name}
-            )
+        try:
+            for scope in self._system.scopes.values():
+                await child.actor.use_budget_scope.remote(scope)
+            await child.join(self._manager_)
+        except RayActorError as exc:
+            # Its run will fail the same way, and its watcher reports it as a crash (restarted per policy).
+            logger.warning("supervisor %s: child %s died as it started: %s", self._name, child.full_name, death_cause(exc))
 
     def _start(self, child: _Child, task: Any, resume: str | None) -> None:
         spec_task = child.spec.task if child.spec.task is not None else task
@@ -176,28 +241,35 @@ class SupervisorActor(ControlMethods):
     # -- the run -----------------------------------------------------------------------
 
     async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
-        self._phase = "running"
-        mgr = self._manager_
-        if mgr.is_interrupted() and mgr.generation == self._handled_generation:
-            mgr.reset()  # the last run stopped for it; a request made since would still count
-        resume: dict[str, str] = {}
-        if resume_from_checkpoint is not None:
-            manifest = await load_from_store(self._store, self._storage_path, self._name, resume_from_checkpoint)
-            resume = dict(manifest.state.get("children", {}))
-            self._restarts = int(manifest.metadata.get("restarts", 0))
-        for child in self._children.values():
-            if child.actor is not None:  # the previous run's actor: a new run gets a fresh one
-                await self._replace(child)
-            else:
-                await self._spawn(child)
-        await self._system.run_started()
+        self._move(SupervisorPhase.STARTING)
         try:
-            for name, child in self._children.items():
-                self._start(child, task, resume.get(name))
-            results, cause = await self._supervise(task)
+            mgr = self._manager_
+            if mgr.is_interrupted() and mgr.generation == self._handled_generation:
+                mgr.reset()  # the last run stopped for it; a request made since would still count
+            resume: dict[str, str] = {}
+            if resume_from_checkpoint is not None:
+                manifest = await load_from_store(self._store, self._storage_path, self._name, resume_from_checkpoint)
+                resume = dict(manifest.state.get("children", {}))
+                self._restarts = int(manifest.metadata.get("restarts", 0))
+            for child in self._children.values():
+                if child.actor is not None:  # the previous run's actor: a new run gets a fresh one
+                    await self._replace(child)
+                else:
+                    await self._spawn(child)
+            # An interrupt that came while the children were spawning already stops this run.
+            self._move(SupervisorPhase.STOPPING if mgr.is_interrupted() else SupervisorPhase.RUNNING)
+            await self._system.run_started()
+            try:
+                for name, child in self._children.items():
+                    self._start(child, task, resume.get(name))
+                results, cause = await self._supervise(task)
+            finally:
+                await self._system.run_ended()
+            return await self._finish(results, cause)
         finally:
-            await self._system.run_ended()
-        return await self._finish(results, cause)
+            # As an agent's manager does at the end of its run (registered through the proxy).
+            self._manager_.run_shutdown_callbacks()
+            self._move(SupervisorPhase.FINISHED)
 
     async def _supervise(self, task: Any) -> tuple[dict[str, dict[str, Any]], str | None]:
         order = list(self._children)
@@ -217,10 +289,15 @@ class SupervisorActor(ControlMethods):
                 if not should_restart(child.spec.restart, exit_, stopping=stopping):
                     results[name] = result
                     continue
-                now = time.monotonic()
-                if not restart_allowed(self._restart_times, now, self._config.max_restarts, self._config.restart_window_s):
+                self._restart_times, allowed = add_restart(
+                    self._restart_times, time.monotonic(), self._config.max_restarts, self._config.restart_window_s
+                )
+                if not allowed:
                     error = result.get("error")
-                    why = f" ({type(error).__name__}: {error})" if error is not None else ""
+                    if isinstance(error, RayActorError):
+                        why = f" ({death_cause(error)})"
+                    else:
+                        why = f" ({type(error).__name__}: {error})" if error is not None else ""
                     cause = (
                         f"child {name!r} {exit_.value}{why} and {self._config.max_restarts} restarts within "
                         f"{self._config.restart_window_s}s were already used: giving up"
@@ -231,7 +308,6 @@ class SupervisorActor(ControlMethods):
                         InterruptSource.SYSTEM, InterruptMode.GRACEFUL, cause, {"handler": "escalation", "cause": "max_restarts"}
                     )
                     continue
-                self._restart_times.append(now)
                 self._restarts += 1
                 group = children_to_restart(self._config.strategy, order, name, {n for n in running.values() if n != name})
                 logger.warning("supervisor %s: child %s %s; restarting %s", self._name, name, exit_.value, group)
@@ -267,20 +343,17 @@ class SupervisorActor(ControlMethods):
             metadata={"kind": "manifest", "restarts": self._restarts},
         )
         checkpoint_id = await StoreSink(self._store, self._storage_path).save(manifest, durable=True)
-        if reason is not None:
-            reason = reason.with_metadata(checkpoint_id=checkpoint_id)
-        self._phase = "finished"
         if self._manager_.is_interrupted():
             self._handled_generation = self._manager_.generation
-        return {
-            "status": status.value,
-            "children": results,
-            "checkpoint_id": checkpoint_id,
-            "interrupt_reason": reason,
-            "restarts": self._restarts,
-            "agent": self._name,
-            "error": cause,
-        }
+        return supervisor_result(
+            self._name,
+            status.value,
+            children=results,
+            checkpoint_id=checkpoint_id,
+            interrupt_reason=reason,
+            restarts=self._restarts,
+            error=cause,
+        )
 
 
 class SupervisorHandle(ActorHandleBase):
@@ -294,7 +367,18 @@ class SupervisorHandle(ActorHandleBase):
     kind = "supervisor"
 
     def start(self, task: Any = None, resume_from_checkpoint: str | None = None) -> Any:
-        return self._actor.run.remote(task, resume_from_checkpoint)
+        """Start the swarm's run; an ObjectRef of the result dict (a ``"killed"`` one if this actor dies)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from kaizen_ray.runtime._watch import watch_supervisor_task
+        from kaizen_ray.runtime.checkpoints import get_or_create_store
+
+        store = get_or_create_store(self.namespace)
+        # Beside the caller, not the supervisor: it must outlive the supervisor's node.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return watch_supervisor_task.options(scheduling_strategy=here).remote(
+            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint
+        )
 
 
 class Supervisor:
@@ -311,31 +395,44 @@ class Supervisor:
     def spawn(
         name: str,
         children: list[ChildSpec],
-        strategy: str = "one_for_one",
-        max_restarts: int = 3,
-        restart_window_s: float = 5.0,
+        strategy: str | None = None,
+        max_restarts: int | None = None,
+        restart_window_s: float | None = None,
         *,
         config: SupervisorConfig | None = None,
+        storage_path: Any = None,
         namespace: str | None = None,
         lifetime: str | None = None,
         **extra_options: Any,
     ) -> SupervisorHandle:
-        """Start a supervisor actor over ``children`` (their actors start with the run)."""
+        """Start a supervisor actor over ``children`` (their actors start with the run).
+
+        ``strategy``, ``max_restarts`` and ``restart_window_s`` default to
+        SupervisorConfig's (``"one_for_one"``, 3, 5.0); with ``config=`` they
+        belong in the config and passing them too is a ConfigError. The
+        manifest goes to ``storage_path`` (or ``config.storage_path``); without
+        one, beside the children when they share one storage path; else the
+        default. Returns once the supervisor's actor is up.
+        """
         from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
 
         name = validate_agent_name(name)
-        if config is None:
-            config = SupervisorConfig(strategy=strategy, max_restarts=max_restarts, restart_window_s=restart_window_s)
+        config = supervisor_config(
+            config, strategy=strategy, max_restarts=max_restarts, restart_window_s=restart_window_s, storage_path=storage_path
+        )
         specs = [c if isinstance(c, ChildSpec) else ChildSpec.model_validate(c) for c in children]
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
-            raise ValueError(f"child names must be unique under supervisor {name!r}, got {names}")
+            raise ConfigError(f"the children of supervisor {name!r}", names, "ChildSpecs with unique names")
         if not specs:
-            raise ValueError(f"supervisor {name!r} needs at least one ChildSpec, got {children!r}")
-        storage_path = str(FileCheckpointStorage(config.storage_path).ensure_writable())
+            raise ConfigError(f"the children of supervisor {name!r}", children, "at least one ChildSpec")
         child_storage = {s.name: str(FileCheckpointStorage(s.config.storage_path).ensure_writable()) for s in specs}
+        own = None if config.storage_path is None else str(config.storage_path)
+        where = manifest_storage_path(own, list(child_storage.values()))
+        storage = str(FileCheckpointStorage(where).ensure_writable())
         namespace, options = actor_options("supervisor", name, namespace, lifetime, extra_options)
-        actor = create_named(SupervisorActor, "supervisor", options, name, specs, config, storage_path, child_storage, namespace)
-        handle = SupervisorHandle(actor, name, namespace, storage_path)
+        actor = create_named(SupervisorActor, "supervisor", options, name, specs, config, storage, child_storage, namespace)
+        wait_until_up(actor, "supervisor", name, namespace)
+        handle = SupervisorHandle(actor, name, namespace, storage)
         handle._register()
         return handle
