@@ -45,7 +45,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "AgentHandle": "kaizen_ray.runtime.handles",
     "InterruptManagerProxy": "kaizen_ray.runtime.handles",
-    "get_agent": "kaizen_ray.runtime.handles",
+    "get_agent": "kaizen_ray.runtime._lookup",
     "Supervisor": "kaizen_ray.runtime.supervisor",
     "SupervisorHandle": "kaizen_ray.runtime.supervisor",
 }

@@ -25,7 +25,8 @@ from ray.exceptions import RayActorError
 from kaizen_ray.core.checkpoint import CheckpointError
 from kaizen_ray.core.interrupts import InterruptReason
 from kaizen_ray.core.results import RunStatus, run_result, supervisor_result
-from kaizen_ray.runtime.handles import death_cause, gone
+from kaizen_ray.runtime._actors import death_cause, gone
+from kaizen_ray.runtime.agent_actor import load_from_store
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
@@ -89,7 +90,6 @@ async def killed_result(
 
 async def _latest(store: Any, storage_path: str, agent: str) -> Any:
     """The newest good checkpoint of ``agent`` once the store has flushed, or None."""
-    from kaizen_ray.runtime.agent_actor import load_from_store
 
     try:
         await store.flush.remote(storage_path)

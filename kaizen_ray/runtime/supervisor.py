@@ -32,7 +32,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from kaizen_ray.core.checkpoint import Checkpoint, CheckpointStatus
+from kaizen_ray.core.checkpoint import Checkpoint, CheckpointStatus, FileCheckpointStorage, validate_agent_name
 from kaizen_ray.core.config import ChildSpec, RestartPolicy, SupervisorConfig
 from kaizen_ray.core.errors import ConfigError
 from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource
@@ -49,9 +49,11 @@ from kaizen_ray.core.supervision import (
     supervisor_config,
 )
 from kaizen_ray.runtime._system import SystemHandlers
-from kaizen_ray.runtime._watch import watch_run
+from kaizen_ray.runtime._watch import watch_run, watch_supervisor_task
+from kaizen_ray.runtime._actors import actor_options, create_named, death_cause, gone, wait_until_up
 from kaizen_ray.runtime.agent_actor import AgentActor, ControlMethods, StoreSink, load_from_store
-from kaizen_ray.runtime.handles import ActorHandleBase, actor_options, create_named, death_cause, gone, wait_until_up
+from kaizen_ray.runtime.checkpoints import get_or_create_store
+from kaizen_ray.runtime.handles import ActorHandleBase
 
 logger = logging.getLogger("kaizen_ray.supervisor")
 
@@ -118,7 +120,6 @@ class SupervisorActor(ControlMethods):
         child_storage: dict[str, str],
         namespace: str | None,
     ) -> None:
-        from kaizen_ray.runtime.checkpoints import get_or_create_store
 
         self._name = name
         self._storage_path = storage_path
@@ -370,8 +371,6 @@ class SupervisorHandle(ActorHandleBase):
         """Start the swarm's run; an ObjectRef of the result dict (a ``"killed"`` one if this actor dies)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from kaizen_ray.runtime._watch import watch_supervisor_task
-        from kaizen_ray.runtime.checkpoints import get_or_create_store
 
         store = get_or_create_store(self.namespace)
         # Beside the caller, not the supervisor: it must outlive the supervisor's node.
@@ -414,7 +413,6 @@ class Supervisor:
         one, beside the children when they share one storage path; else the
         default. Returns once the supervisor's actor is up.
         """
-        from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
 
         name = validate_agent_name(name)
         config = supervisor_config(

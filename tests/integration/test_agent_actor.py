@@ -24,7 +24,7 @@ import ray
 import ray.cloudpickle
 
 import kaizen_ray as kr
-from kaizen_ray.runtime.handles import AgentGoneError
+from kaizen_ray import AgentGoneError
 
 from _agents import AwaitsForever  # noqa: E402 - shared agents beside this file (pytest puts this folder on sys.path)
 
@@ -325,7 +325,7 @@ def test_handles_proxies_and_actors_have_useful_reprs(ray_cluster, storage):
     assert actor_repr == "AgentActor(counter-repr, Counter)"
     handle.run(2)
     actor_repr = ray.get(handle.actor.__ray_call__.remote(lambda actor: repr(actor)), timeout=30)
-    assert actor_repr == "AgentActor(counter-repr, Counter, finished, cycle=2)"
+    assert actor_repr == "AgentActor(counter-repr, Counter)"
 
 
 # -- detached agents -------------------------------------------------------------------------------
