@@ -19,6 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
 from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource, coerce_source_mode
+from kaizen_ray.runtime._ctrl_c import wait_with_signals
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
@@ -196,28 +197,6 @@ class ActorHandleBase:
     def _register(self) -> None:
         with _SPAWNED_LOCK:
             _SPAWNED[(self.namespace, self.name)] = self
-
-
-def wait_with_signals(target: Any, ref: Any, poll_s: float = 0.02) -> Any:
-    """``ray.get(ref)``, turning Ctrl+C into interrupts of ``target`` while it waits.
-
-    First SIGINT: GRACEFUL USER interrupt; second: IMMEDIATE; third: the
-    previous handler is restored and KeyboardInterrupt raised. SIGTERM:
-    GRACEFUL. Only the main thread can install it (elsewhere: a warning).
-    """
-    manager = InterruptManager(name=f"driver:{getattr(target, 'name', target)}")
-    manager.add_child(target)
-    handler = SignalInterruptHandler()
-    manager.add_handler(handler)
-    try:
-        while True:
-            # Short waits: Python runs signal handlers only between them, and
-            # two presses within one wait would be folded into one.
-            ready, _ = ray.wait([ref], timeout=poll_s)
-            if ready:
-                return ray.get(ref)
-    finally:
-        manager.remove_handler(handler)
 
 
 class InterruptManagerProxy:
