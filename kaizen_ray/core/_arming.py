@@ -146,6 +146,13 @@ class HandlerArming:
         already spent. A handler added during the run is armed at once. A
         no-op while a run is on. If a handler cannot be armed, those armed by
         this call are disarmed again and the error is raised.
+
+        >>> from kaizen_ray.core.interrupts import InterruptManager
+        >>> from kaizen_ray.core.handlers import BudgetInterruptHandler
+        >>> m, budget = InterruptManager(), BudgetInterruptHandler(1.0)
+        >>> m.scope_to_runs(); m.add_handler(budget); _ = budget.charge(1.0)
+        >>> m.is_interrupted(), (m.arm_handlers(), m.is_interrupted())[1]  # spent: the run stops at once
+        (False, True)
         """
         with self._arming_lock:
             if self._running:
@@ -168,6 +175,11 @@ class HandlerArming:
         Timeouts are cancelled, signal handlers restored to what was there
         before the run, budgets leave the scope (their spend stays). A handler
         whose ``disarm`` fails is logged and the others are still disarmed.
+
+        >>> from kaizen_ray.core.interrupts import InterruptManager
+        >>> m = InterruptManager()
+        >>> m.arm_handlers(); m.disarm_handlers(); m.running
+        False
         """
         with self._arming_lock:
             if not self._running:
