@@ -66,6 +66,7 @@ class SignalPipe:
         self._syncs_sent = itertools.count(1)
         self.syncs_seen = 0  # written by the counter only
         self.closing = False
+        self.closed = False  # our write end is closed: the threads are ending
         self._counter = threading.Thread(target=self._count, name="kaizen-signal-count", daemon=True)
         self._deliverer = threading.Thread(target=self._deliver, name="kaizen-signal-deliver", daemon=True)
 
@@ -218,4 +219,5 @@ def leave(pipe: SignalPipe, inst: Any) -> None:
             pipe.previous_fd,
         )
         return
+    pipe.closed = True
     os.close(pipe.wfd)  # the counter reads to the end, then stops both threads

@@ -259,7 +259,7 @@ class SignalInterruptHandler(InterruptHandler):
                 self,
                 overridden,
             )
-        if pipe is not None and not pipe.users:
+        if pipe is not None and pipe.closed:
             pipe.join_threads(1.0)
 
     @staticmethod

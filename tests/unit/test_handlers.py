@@ -480,8 +480,8 @@ CHILD = textwrap.dedent(
     ))
     m.add_handler(h)
     pipe = h._inst.pipe
-    out("READY")
     try:
+        out("READY")  # inside the try: the test's presses may all land before the read starts
         for line in sys.stdin:  # the main thread blocks in a read
             if line.strip() == "detach":
                 m.remove_handler(h)
