@@ -39,23 +39,23 @@ def _notify(managers: Iterable[Any], source: InterruptSource, mode: InterruptMod
 
 
 class InterruptHandler:
-    """Base of the handlers: every lifecycle method is a no-op; config is read-only.
+    """Base of the handlers: ``arm`` / ``disarm`` are no-ops here; config is read-only.
 
-    >>> h = InterruptHandler()
-    >>> h.attach(None); h.run_started(None); h.run_ended(None); h.detach(None)
+    The manager decides when a handler acts: a bare manager arms it from
+    ``add_handler`` to ``remove_handler``; an agent's manager arms it at each
+    run's start and disarms it at the run's end (see
+    :meth:`~kaizen_ray.core.interrupts.InterruptManager.arm_handlers`).
+
+    >>> from kaizen_ray.core.interrupts import InterruptManager
+    >>> h, m = InterruptHandler(), InterruptManager()
+    >>> h.arm(m); h.disarm(m)
     """
 
-    def attach(self, manager: Any) -> None:
-        """Start acting on ``manager`` (called by ``manager.add_handler``)."""
+    def arm(self, manager: Any) -> None:
+        """Start acting on ``manager`` from now (armed again: starts over from now)."""
 
-    def detach(self, manager: Any) -> None:
-        """Stop acting on ``manager`` (called by ``manager.remove_handler``)."""
-
-    def run_started(self, manager: Any) -> None:
-        """The run of ``manager``'s agent starts."""
-
-    def run_ended(self, manager: Any) -> None:
-        """The run of ``manager``'s agent ended (whatever its status)."""
+    def disarm(self, manager: Any) -> None:
+        """Stop acting on ``manager``."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):

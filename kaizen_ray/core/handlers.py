@@ -2,20 +2,20 @@
 
 A handler is configuration (validated at construction, read-only after) plus
 process-local runtime state that is dropped when it is pickled, so the same
-object can be shipped to a Ray actor. The agent loop calls
-``run_started(manager)`` / ``run_ended(manager)`` on every handler of its
-manager; :meth:`InterruptManager.add_handler` calls ``attach`` and
-``remove_handler`` calls ``detach``.
+object can be shipped to a Ray actor. Its protocol is ``arm(manager)`` /
+``disarm(manager)``; the manager decides when: a bare manager arms it from
+``add_handler`` to ``remove_handler``, an agent's manager for each run
+(:meth:`~kaizen_ray.core.interrupts.InterruptManager.arm_handlers`).
 
 * :class:`TimeoutInterruptHandler` — a deadline on the shared
   :class:`~kaizen_ray.core.deadlines.DeadlineScheduler` thread, so it fires
   while the event loop or the main thread is blocked.
 * :class:`BudgetInterruptHandler` — a :class:`~kaizen_ray.core.budget.BudgetLedger`
-  shared by every manager it is attached to (one budget scope).
-* :class:`SignalInterruptHandler` — Ctrl+C / SIGTERM through the self-pipe
-  trick: the Python-level signal handler takes no lock (the main thread it
-  interrupts may hold any of them); a dispatcher thread talks to the managers.
-  Defined in :mod:`kaizen_ray.core.signals`, re-exported here.
+  shared by every manager it is armed on (one budget scope).
+* :class:`SignalInterruptHandler` — Ctrl+C / SIGTERM, every press counted
+  (one byte per delivery on the signal wakeup fd, read by a thread), so two
+  presses are two even while the main thread sits in a C call. Defined in
+  :mod:`kaizen_ray.core.signals`, re-exported here.
 
 The base class :class:`InterruptHandler` lives in
 :mod:`kaizen_ray.core._handler_base` (shared with ``signals`` without an
@@ -48,9 +48,9 @@ __all__ = [
 class TimeoutInterruptHandler(InterruptHandler):
     """A SYSTEM interrupt ``timeout_seconds`` after the run starts.
 
-    Armed at ``attach`` and re-armed from ``run_started`` (the deadline counts
-    from the start of the run); cancelled by ``run_ended`` and ``detach``. One
-    handler may serve several managers, each with its own deadline.
+    The deadline counts from ``arm`` (on an agent's manager: from each run's
+    start, never from ``add_handler``); ``disarm`` cancels it. One handler may
+    serve several managers, each with its own deadline.
 
     >>> from kaizen_ray.core.interrupts import InterruptManager
     >>> m = InterruptManager()
@@ -90,19 +90,11 @@ class TimeoutInterruptHandler(InterruptHandler):
     def __repr__(self) -> str:
         return f"TimeoutInterruptHandler(timeout_seconds={self._timeout}, mode={self._mode.value!r})"
 
-    def attach(self, manager: Any) -> None:
-        """Arm the deadline for ``manager`` from now."""
+    def arm(self, manager: Any) -> None:
+        """Start ``manager``'s deadline from now (armed again: it starts over)."""
         self._arm(manager)
 
-    def run_started(self, manager: Any) -> None:
-        """Re-arm the deadline for ``manager`` from now."""
-        self._arm(manager)
-
-    def run_ended(self, manager: Any) -> None:
-        """Cancel ``manager``'s deadline."""
-        self._disarm(manager)
-
-    def detach(self, manager: Any) -> None:
+    def disarm(self, manager: Any) -> None:
         """Cancel ``manager``'s deadline."""
         self._disarm(manager)
 
@@ -148,13 +140,13 @@ class TimeoutInterruptHandler(InterruptHandler):
 
 
 class BudgetInterruptHandler(InterruptHandler):
-    """A SYSTEM interrupt to every attached manager when the budget is exhausted.
+    """A SYSTEM interrupt to every armed manager when the budget is exhausted.
 
     Exhausted: a charge brings spend to ``max_cost`` (within 1e-9), or a
-    reservation is refused. Level-triggered: a manager attached to (or starting
-    a run on) an exhausted budget is interrupted at once. Warning listeners run
+    reservation is refused. Level-triggered: a manager armed on an exhausted
+    budget (added to it, or starting a run on it) is interrupted at once. Warning listeners run
     once, with :meth:`snapshot`, when spend first reaches ``warning_threshold``.
-    Pickling keeps the spend, not the attached managers nor the listeners.
+    Pickling keeps the spend, not the armed managers nor the listeners.
 
     >>> from kaizen_ray.core.interrupts import InterruptManager
     >>> m = InterruptManager()
@@ -193,7 +185,7 @@ class BudgetInterruptHandler(InterruptHandler):
 
     @property
     def ledger(self) -> BudgetLedger:
-        """The ledger of the scope (shared by every attached manager)."""
+        """The ledger of the scope (shared by every armed manager)."""
         return self._ledger
 
     @property
@@ -209,21 +201,17 @@ class BudgetInterruptHandler(InterruptHandler):
     def __repr__(self) -> str:
         return f"BudgetInterruptHandler(max_cost={self.max_cost}, mode={self._mode.value!r}, spent={self.spent})"
 
-    def attach(self, manager: Any) -> None:
-        """Add ``manager`` to the scope (interrupted at once if the budget is already exhausted)."""
+    def arm(self, manager: Any) -> None:
+        """Add ``manager`` to the scope; interrupted at once if the budget is already exhausted."""
         with self._lock:
             if not any(m is manager for m in self._managers):
                 self._managers.append(manager)
         self._interrupt_if_exhausted(manager)
 
-    def detach(self, manager: Any) -> None:
-        """Remove ``manager`` from the scope."""
+    def disarm(self, manager: Any) -> None:
+        """Remove ``manager`` from the scope (the spend stays in the ledger)."""
         with self._lock:
             self._managers = [m for m in self._managers if m is not manager]
-
-    def run_started(self, manager: Any) -> None:
-        """Interrupt ``manager`` at once if the budget is already exhausted."""
-        self._interrupt_if_exhausted(manager)
 
     def add_warning_listener(self, listener: Callable[[dict[str, Any]], Any]) -> None:
         """Call ``listener(snapshot)`` once, when spend first reaches the warning threshold."""

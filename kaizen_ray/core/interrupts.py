@@ -17,6 +17,10 @@ Semantics, stated once and implemented to the letter:
   :meth:`~InterruptManager.reset` came in between: reset never orphans them.
 * Signal handlers never call into the manager directly (the interrupted main
   thread may hold its lock): see :mod:`kaizen_ray.core.handlers`.
+* Handlers act while armed: on a bare manager from ``add_handler`` to
+  ``remove_handler``; on an agent's manager (``scope_to_runs``) during each
+  run, between ``arm_handlers`` and ``disarm_handlers``
+  (:mod:`kaizen_ray.core._arming`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kaizen_ray.core._arming import HandlerArming
 from kaizen_ray.core.errors import KaizenError
 
 logger = logging.getLogger("kaizen_ray")
@@ -163,8 +168,11 @@ def coerce_source_mode(source: Any, mode: Any) -> tuple[InterruptSource, Interru
 Listener = Callable[[InterruptReason, InterruptMode], None]
 
 
-class InterruptManager:
+class InterruptManager(HandlerArming):
     """Thread-safe, signal-safe interrupt state of one agent, with children to forward to.
+
+    Its handlers (``add_handler`` …) are armed as :mod:`kaizen_ray.core._arming`
+    says: from ``add_handler`` on a bare manager, for each run on an agent's.
 
     >>> m = InterruptManager(name="parent")
     >>> child = InterruptManager(name="child")
@@ -196,7 +204,7 @@ class InterruptManager:
         self._generation = 0
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._children: list[Any] = []
-        self._handlers: list[Any] = []
+        self._init_arming()
         self._listeners: list[Listener] = []
         self._shutdown_callbacks: list[Callable[[], Any]] = []
 
@@ -347,49 +355,6 @@ class InterruptManager:
                 self._async_waiters.discard(entry)
 
     # -- wiring ---------------------------------------------------------------
-
-    def add_handler(self, handler: Any) -> None:
-        """Attach a handler (timeout, budget, signal); it acts on this manager until removed."""
-        attach = getattr(handler, "attach", None)
-        if attach is None:
-            raise TypeError(f"{handler!r} is not an interrupt handler: it has no attach(manager) method")
-        with self._lock:
-            if any(h is handler for h in self._handlers):
-                return
-            self._handlers.append(handler)
-        try:
-            attach(self)
-        except BaseException:
-            # Never listed but not acting: a retry must be able to attach it.
-            with self._lock:
-                self._handlers = [h for h in self._handlers if h is not handler]
-            raise
-
-    def remove_handler(self, handler: Any) -> None:
-        """Detach a handler; a signal handler restores the previous signal handlers."""
-        with self._lock:
-            found = any(h is handler for h in self._handlers)
-            self._handlers = [h for h in self._handlers if h is not handler]
-        if found:
-            handler.detach(self)
-
-    # TEMPORARY shim until the per-run arming lands (branch signals).
-    def scope_to_runs(self) -> None:
-        self._run_scoped = True
-
-    def arm_handlers(self) -> None:
-        for handler in self.handlers:
-            handler.run_started(self)
-
-    def disarm_handlers(self) -> None:
-        for handler in self.handlers:
-            handler.run_ended(self)
-
-    @property
-    def handlers(self) -> list[Any]:
-        """The attached handlers, in the order they were added (a copy)."""
-        with self._lock:
-            return list(self._handlers)
 
     def add_child(self, child: Any) -> None:
         """Forward every accepted request to ``child`` (a manager or anything with

@@ -1,8 +1,9 @@
-"""Ctrl+C / SIGTERM as interrupts: :class:`SignalInterruptHandler` and its self-pipe dispatcher.
+"""Ctrl+C / SIGTERM as interrupts: :class:`SignalInterruptHandler`, every press counted.
 
-The self-pipe trick: the Python-level signal handler takes no lock (the main
-thread it interrupts may hold any of them); a dispatcher thread talks to the
-managers. :mod:`kaizen_ray.core.handlers` re-exports the handler, so
+Presses are counted by a thread from the process's signal wakeup pipe
+(:mod:`kaizen_ray.core._signal_pipe`); the Python-level handler takes no lock
+(the main thread it interrupts may hold any of them); another thread talks to
+the managers. :mod:`kaizen_ray.core.handlers` re-exports the handler, so
 ``from kaizen_ray.core.handlers import SignalInterruptHandler`` keeps working.
 
 >>> SignalInterruptHandler([signal.SIGTERM]).signals == (signal.SIGTERM,)
@@ -11,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import threading
@@ -18,6 +20,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
+from kaizen_ray.core import _signal_pipe
 from kaizen_ray.core._handler_base import InterruptHandler, _notify, logger
 from kaizen_ray.core.interrupts import InterruptMode, InterruptSource
 
@@ -25,30 +28,30 @@ __all__ = ["SignalInterruptHandler"]
 
 
 class _Installation:
-    """One installation of a :class:`SignalInterruptHandler`: old handlers, pipe, dispatcher.
+    """One installation of a :class:`SignalInterruptHandler`: the previous handlers and the counts.
 
-    ``_on_signal`` runs in the main thread between any two bytecodes, maybe
-    while that thread holds a lock, so it takes none: it counts (plain ints)
-    and writes two bytes (signal number, press count) to a non-blocking pipe.
-    The write end is closed only from the main thread (``restore``), behind a
-    flag set first, so a handler can never write to a closed, reused fd.
+    Counting is the counter thread's (one wakeup byte per delivery, see
+    :mod:`kaizen_ray.core._signal_pipe`). The Python-level handler is still
+    needed: Python runs the C-level handler, which writes the byte, only for
+    signals that have a Python-level one; and the third SIGINT must restore
+    the previous handlers and raise ``KeyboardInterrupt`` in the main thread.
+    It takes no lock (the main thread it interrupts may hold any of them).
     """
 
     def __init__(self, owner: SignalInterruptHandler, signals: tuple[signal.Signals, ...]) -> None:
         self.owner = owner
         self.signals = signals
         self.previous: dict[int, Any] = {}
-        self.counts: dict[int, int] = {}
+        self.counts: dict[int, int] = {}  # written by the counter thread only
         self.presses = 0
         self.released = False  # our handlers are (being) removed: pass signals to the previous ones
-        self.write_closed = False
-        self.rfd, self.wfd = os.pipe()
-        os.set_blocking(self.wfd, False)
+        self.exiting = False  # the third SIGINT is raising KeyboardInterrupt
+        self.pipe: _signal_pipe.SignalPipe | None = None
         self.py_handler = self._on_signal  # one object, so getsignal() identity checks work
-        self.thread = threading.Thread(target=self._dispatch, name="kaizen-signal-dispatch", daemon=True)
 
     def install(self) -> None:
-        self.thread.start()
+        """Main thread: join the process's wakeup pipe, then put our handler on each signal."""
+        self.pipe = _signal_pipe.join(self)
         try:
             for sig in self.signals:
                 self.previous[sig] = signal.getsignal(sig)
@@ -59,80 +62,104 @@ class _Installation:
 
     def restore(self) -> list[str]:
         """Main thread only. Put back the previous handlers; the signals left alone (someone else's is on top)."""
-        if self.released and self.write_closed:
+        if self.released:
             return []
-        self.released = True
         overridden = []
         for sig, prev in self.previous.items():
+            # signal.signal() first runs the Python-level handlers of signals
+            # already pending: ours, while still in place, so none is lost.
             if signal.getsignal(sig) is self.py_handler:
                 signal.signal(sig, signal.SIG_DFL if prev is None else prev)
             else:
                 overridden.append(signal.Signals(sig).name)
-        self._close_write()
+        self.released = True
+        self._leave_pipe()
         return overridden
 
-    def _close_write(self) -> None:
-        if self.write_closed:
-            return
-        self.write_closed = True
-        os.close(self.wfd)
+    def _leave_pipe(self) -> None:
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            _signal_pipe.leave(pipe, self)
+
+    def count(self, signum: int) -> bool:
+        """Counter thread: one delivery of ``signum``. False: not ours any more (pass it on)."""
+        if self.released:
+            return False
+        if signum == signal.SIGINT and self.counts.get(signum, 0) >= 3:
+            return True  # the nudge below writes a byte too; past the third press nothing is counted
+        self.presses += 1
+        count = self.counts[signum] = self.counts.get(signum, 0) + 1
+        if signum != signal.SIGINT or count < 3:
+            self._deliveries().put((self.owner, signum, count))
+        else:
+            # The main thread may have run our handler for this press before
+            # we counted it: make it run once more (it sees the count then).
+            _thread.interrupt_main(signal.SIGINT)
+        return True
+
+    def _deliveries(self) -> Any:
+        pipe = self.pipe
+        return pipe.deliveries if pipe is not None else _NOWHERE
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.exiting:
+            return  # a trip still pending when the third press restores: it is the press being acted on
         if self.released:
             self._chain(signum, frame)
             return
-        self.presses += 1
-        count = self.counts.get(signum, 0) + 1
-        self.counts[signum] = count
-        if signum == signal.SIGINT and count >= 3:
-            self.restore()
-            raise KeyboardInterrupt
-        if not self.write_closed:
+        pipe = self.pipe
+        if pipe is None:
+            return
+        if not pipe.owns_wakeup_fd():
+            # Someone replaced the wakeup fd: count this call instead (presses
+            # that arrive together then fold into one, as without a pipe).
+            pipe.inject(signum)
+        if signum != signal.SIGINT:
+            return  # counted and delivered by the pipe's threads
+        pipe.sync()
+        if self.counts.get(signum, 0) >= 3:
+            self.exiting = True
             try:
-                os.write(self.wfd, bytes((signum, min(count, 255))))
-            except OSError:  # pipe full: the dispatcher already has presses to deliver
-                pass
+                self.restore()
+            finally:
+                self.exiting = False
+            raise KeyboardInterrupt
 
     def _chain(self, signum: int, frame: Any) -> None:
-        # Reached when a handler installed over ours was removed after ours
-        # (not LIFO) and put ours back: step aside and act as the previous one.
+        # Reached when our handler is still in place although we were removed:
+        # removed from another thread, or out of order (a handler installed over
+        # ours was removed after ours and put ours back). Step aside and act as
+        # the previous handler.
         prev = self.previous.get(signum)
         if signal.getsignal(signum) is self.py_handler:
             signal.signal(signum, signal.SIG_DFL if prev is None else prev)
-        self._close_write()
+        self._leave_pipe()
         if callable(prev):
             prev(signum, frame)
         elif prev is not signal.SIG_IGN and signal.getsignal(signum) is signal.SIG_DFL:
             os.kill(os.getpid(), signum)  # the default action, as if we had never been there
 
-    def _dispatch(self) -> None:
-        buf = b""
-        try:
-            while True:
-                try:
-                    chunk = os.read(self.rfd, 512)
-                except OSError:
-                    return
-                if not chunk:  # write end closed and drained
-                    return
-                buf += chunk
-                while len(buf) >= 2:
-                    self.owner._deliver(buf[0], buf[1])
-                    buf = buf[2:]
-        finally:
-            os.close(self.rfd)
+
+class _Nowhere:
+    def put(self, item: Any) -> None:
+        """Drop it: the installation already left its pipe."""
+
+
+_NOWHERE = _Nowhere()
 
 
 class SignalInterruptHandler(InterruptHandler):
-    """Ctrl+C and SIGTERM as USER interrupts, installed from ``attach`` in the main thread.
+    """Ctrl+C and SIGTERM as USER interrupts, installed by ``arm`` in the main thread.
 
     First SIGINT: GRACEFUL; second: IMMEDIATE; third: the previous handlers are
     restored and ``KeyboardInterrupt`` is raised. Any other signal: GRACEFUL.
-    Metadata: ``{"signal": "SIGINT", "count": n}``. The previous handlers
-    (whatever they were: SIG_DFL, SIG_IGN, Ray's, another one of these) are
-    restored by ``detach`` or ``run_ended`` of the last attached manager;
-    nested installs must be removed in LIFO order to restore exactly.
-    Attached from another thread it only warns (Python allows signal handlers
+    Metadata: ``{"signal": "SIGINT", "count": n}``. Presses are counted one by
+    one, however close together, also while the main thread sits in a long C
+    call (one wakeup byte per delivery, see :mod:`kaizen_ray.core._signal_pipe`).
+    The previous handlers (whatever they were: SIG_DFL, SIG_IGN, asyncio's,
+    Ray's, another one of these) are restored by ``disarm`` of the last armed
+    manager; nested installs must be removed in LIFO order to restore exactly.
+    Armed from another thread it only warns (Python allows signal handlers
     only in the main thread).
 
     >>> from kaizen_ray.core.interrupts import InterruptManager
@@ -187,10 +214,10 @@ class SignalInterruptHandler(InterruptHandler):
         names = ", ".join(s.name for s in self._signals)
         return f"SignalInterruptHandler(signals=({names}), installed={self.installed}, presses={self.presses})"
 
-    def attach(self, manager: Any) -> None:
-        """Deliver the signals to ``manager``; installs the handlers if not yet installed."""
+    def arm(self, manager: Any) -> None:
+        """Deliver the signals to ``manager``; installs the handlers (over whatever is current) if not yet."""
         if threading.current_thread() is not threading.main_thread():
-            self._refuse(f"attach() ran in {self._thread_name()}: not installed")
+            self._refuse(f"arm() ran in {self._thread_name()}: not installed")
             return
         with self._lock:
             if not any(m is manager for m in self._managers):
@@ -201,12 +228,12 @@ class SignalInterruptHandler(InterruptHandler):
                     inst.install()
                 except (ValueError, OSError) as exc:  # e.g. not the main interpreter
                     self._managers = [m for m in self._managers if m is not manager]
-                    self._refuse(f"attach() could not install them: {exc}")
+                    self._refuse(f"arm() could not install them: {exc}")
                     return
                 self._inst = inst
                 logger.debug("installed %r", self)
 
-    def detach(self, manager: Any) -> None:
+    def disarm(self, manager: Any) -> None:
         """Stop delivering to ``manager``; the last one out restores the previous handlers."""
         with self._lock:
             if not any(m is manager for m in self._managers):
@@ -215,27 +242,25 @@ class SignalInterruptHandler(InterruptHandler):
             inst = self._inst
             if self._managers or inst is None:
                 return
-        if not inst.released:
-            if threading.current_thread() is not threading.main_thread():
-                inst.released = True  # ours now pass every signal on to the previous handlers
-                self._refuse(
-                    f"detach() ran in {self._thread_name()}: the previous handlers cannot be restored "
-                    "from there; ours pass the next signal on to them and step aside"
-                )
-                return
-            overridden = inst.restore()
-            if overridden:
-                logger.warning(
-                    "%r removed out of order: %s now have a handler installed after ours; left in place",
-                    self,
-                    overridden,
-                )
-        if inst.thread is not threading.current_thread():
-            inst.thread.join(1.0)
-
-    def run_ended(self, manager: Any) -> None:
-        """Same as :meth:`detach`: the handlers live until the end of the run."""
-        self.detach(manager)
+        if inst.released:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            inst.released = True  # ours now pass every signal on to the previous handlers
+            self._refuse(
+                f"disarm() ran in {self._thread_name()}: the previous handlers cannot be restored "
+                "from there; ours pass the next signal on to them and step aside"
+            )
+            return
+        pipe = inst.pipe
+        overridden = inst.restore()
+        if overridden:
+            logger.warning(
+                "%r removed out of order: %s now have a handler installed after ours; left in place",
+                self,
+                overridden,
+            )
+        if pipe is not None and pipe.closed:
+            pipe.join_threads(1.0)
 
     @staticmethod
     def _thread_name() -> str:

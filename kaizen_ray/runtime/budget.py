@@ -103,7 +103,7 @@ class BudgetScope:
 
     def subscribe(self, actor: Any, name: str) -> None:
         """Send ``actor`` this scope's interrupts; at once if the budget is already spent."""
-        self.handler.attach(_Subscriber(actor, name, self.sent))  # level-triggered inside the handler
+        self.handler.arm(_Subscriber(actor, name, self.sent))  # level-triggered inside the handler
 
     def reserve(self, agent: str, amount: float, call_id: str | None = None) -> str | None:
         """A reservation id, or None (refused: every subscriber is interrupted).

@@ -31,6 +31,7 @@ from kaizen_ray.runtime._actors import (
     unregister_spawned,
     wait_until_up,
 )
+from kaizen_ray.runtime._ctrl_c import wait_with_signals
 from kaizen_ray.runtime._watch import watch_task
 from kaizen_ray.runtime.agent_actor import AgentActor
 from kaizen_ray.runtime.checkpoints import get_or_create_store
@@ -152,28 +153,6 @@ class ActorHandleBase:
 
     def _register(self) -> None:
         register_spawned(self.namespace, self.name, self)
-
-
-def wait_with_signals(target: Any, ref: Any, poll_s: float = 0.02) -> Any:
-    """``ray.get(ref)``, turning Ctrl+C into interrupts of ``target`` while it waits.
-
-    First SIGINT: GRACEFUL USER interrupt; second: IMMEDIATE; third: the
-    previous handler is restored and KeyboardInterrupt raised. SIGTERM:
-    GRACEFUL. Only the main thread can install it (elsewhere: a warning).
-    """
-    manager = InterruptManager(name=f"driver:{getattr(target, 'name', target)}")
-    manager.add_child(target)
-    handler = SignalInterruptHandler()
-    manager.add_handler(handler)
-    try:
-        while True:
-            # Short waits: Python runs signal handlers only between them, and
-            # two presses within one wait would be folded into one.
-            ready, _ = ray.wait([ref], timeout=poll_s)
-            if ready:
-                return ray.get(ref)
-    finally:
-        manager.remove_handler(handler)
 
 
 class InterruptManagerProxy:

@@ -78,10 +78,10 @@ def test_config_is_read_only() -> None:
     assert handler.timeout_seconds == 1.0
 
 
-def test_every_handler_has_the_lifecycle_protocol() -> None:
+def test_every_handler_has_the_arm_disarm_protocol() -> None:
     for handler in (TimeoutInterruptHandler(1.0), BudgetInterruptHandler(1.0), SignalInterruptHandler()):
         assert isinstance(handler, InterruptHandler)
-        for name in ("attach", "detach", "run_started", "run_ended"):
+        for name in ("arm", "disarm"):
             assert callable(getattr(handler, name))
 
 
@@ -108,7 +108,7 @@ def test_timeout_fires_while_the_event_loop_is_blocked() -> None:
     handler = TimeoutInterruptHandler(0.05, mode=InterruptMode.IMMEDIATE)
 
     async def step_that_never_awaits() -> bool:
-        handler.attach(m)
+        handler.arm(m)
         give_up = time.monotonic() + WAIT
         while not m.is_interrupted() and time.monotonic() < give_up:
             time.sleep(0.005)  # blocks the loop: nothing on it can run
@@ -118,41 +118,41 @@ def test_timeout_fires_while_the_event_loop_is_blocked() -> None:
     assert m.mode is InterruptMode.IMMEDIATE and m.reason.metadata["handler"] == "timeout"
 
 
-def test_run_started_re_arms_from_now() -> None:
+def test_arming_again_restarts_from_now() -> None:
     m = InterruptManager()
     handler = TimeoutInterruptHandler(30.0)
     clock = shared_scheduler().clock
     try:
-        handler.attach(m)
+        handler.arm(m)
         first = handler.due_at(m)
         assert first is not None
         while clock() <= first - 30.0:  # let the clock move on
             pass
         before = clock()
-        handler.run_started(m)
+        handler.arm(m)
         second = handler.due_at(m)
         assert second is not None and second > first
         assert before + 30.0 <= second <= clock() + 30.0
     finally:
-        handler.detach(m)
+        handler.disarm(m)
 
 
-def test_the_deadline_counts_from_run_started() -> None:
+def test_the_deadline_counts_from_the_last_arm() -> None:
     m = InterruptManager()
     handler = TimeoutInterruptHandler(0.2)
-    handler.attach(m)
+    handler.arm(m)
     started = shared_scheduler().clock()
-    handler.run_started(m)
+    handler.arm(m)
     assert m.wait(WAIT)
     assert m.reason.metadata["elapsed_seconds"] == pytest.approx(shared_scheduler().clock() - started, abs=0.15)
-    assert len(m.history) == 1  # the deadline of attach was replaced, not added
+    assert len(m.history) == 1  # the first deadline was replaced, not added
 
 
-def test_run_ended_cancels_the_deadline() -> None:
+def test_disarm_cancels_the_deadline() -> None:
     m = InterruptManager()
     handler = TimeoutInterruptHandler(0.3)
-    handler.attach(m)
-    handler.run_ended(m)
+    handler.arm(m)
+    handler.disarm(m)
     assert handler.due_at(m) is None
     assert witness_after(0.4).wait(WAIT)  # due after the timeout would have been
     assert not m.is_interrupted()
@@ -172,7 +172,7 @@ def test_one_timeout_handler_serves_several_managers() -> None:
     a, b, c = InterruptManager(name="a"), InterruptManager(name="b"), InterruptManager(name="c")
     for m in (a, b, c):
         m.add_handler(handler)
-    handler.run_ended(b)  # only b's deadline is cancelled
+    handler.disarm(b)  # only b's deadline is cancelled
     assert a.wait(WAIT) and c.wait(WAIT)
     assert witness_after(0.1).wait(WAIT)
     assert not b.is_interrupted()
@@ -182,11 +182,11 @@ def test_one_timeout_handler_serves_several_managers() -> None:
 def test_a_timeout_handler_pickles_as_config() -> None:
     m = InterruptManager()
     handler = TimeoutInterruptHandler(30.0, mode="immediate")
-    handler.attach(m)
+    handler.arm(m)
     try:
         copy = cloudpickle.loads(cloudpickle.dumps(handler))
     finally:
-        handler.detach(m)
+        handler.disarm(m)
     assert (copy.timeout_seconds, copy.mode) == (30.0, InterruptMode.IMMEDIATE)
     assert copy.due_at(m) is None  # runtime state stays behind
     other = InterruptManager()
@@ -262,10 +262,10 @@ def test_an_exhausted_budget_is_level_triggered() -> None:
     budget = BudgetInterruptHandler(1.0)
     budget.charge(1.0)
     late = InterruptManager(name="late")
-    late.add_handler(budget)  # attached after the crossing: stopped at once
+    late.add_handler(budget)  # added after the crossing: stopped at once
     assert late.is_interrupted() and late.reason.message == "budget exhausted: spent 1 of 1"
     late.reset()
-    budget.run_started(late)  # a new run on a spent budget stops at once too
+    budget.arm(late)  # a new run on a spent budget stops at once too
     assert late.is_interrupted()
 
 
@@ -302,7 +302,7 @@ def restore_signals() -> Iterator[None]:
         signal.signal(s, h)
 
 
-def test_detach_restores_a_python_function_and_sig_ign(restore_signals: None) -> None:
+def test_remove_restores_a_python_function_and_sig_ign(restore_signals: None) -> None:
     def custom(signum: int, frame: object) -> None:
         pass
 
@@ -314,28 +314,29 @@ def test_detach_restores_a_python_function_and_sig_ign(restore_signals: None) ->
     assert handler.installed
     assert signal.getsignal(signal.SIGINT) not in (custom, signal.SIG_IGN)
     assert signal.getsignal(signal.SIGTERM) is signal.getsignal(signal.SIGINT)
-    thread = handler._inst.thread
-    assert thread.is_alive()
+    pipe = handler._inst.pipe
+    assert pipe.alive
     m.remove_handler(handler)
     assert signal.getsignal(signal.SIGINT) is custom
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
-    assert not handler.installed and not thread.is_alive()  # the dispatcher stopped
+    assert not handler.installed and not pipe.alive  # the last one out stopped the pipe's threads
     m.remove_handler(handler)  # again: nothing to do
     assert signal.getsignal(signal.SIGINT) is custom
 
 
-def test_run_ended_restores_too(restore_signals: None) -> None:
+def test_arming_twice_installs_once_and_disarm_restores(restore_signals: None) -> None:
     before = signal.getsignal(signal.SIGINT)
     m = InterruptManager()
     handler = SignalInterruptHandler((signal.SIGINT,))
-    m.add_handler(handler)
-    handler.run_started(m)  # installs nothing more
-    assert signal.getsignal(signal.SIGINT) is not before
-    handler.run_ended(m)
+    handler.arm(m)
+    installed = signal.getsignal(signal.SIGINT)
+    handler.arm(m)  # installs nothing more
+    assert installed is not before and signal.getsignal(signal.SIGINT) is installed
+    handler.disarm(m)
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_attach_from_another_thread_warns_and_installs_nothing(restore_signals: None) -> None:
+def test_arm_from_another_thread_warns_and_installs_nothing(restore_signals: None) -> None:
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     handler = SignalInterruptHandler()
     caught: list[BaseException | pytest.WarningsRecorder] = []
@@ -343,7 +344,7 @@ def test_attach_from_another_thread_warns_and_installs_nothing(restore_signals: 
     def attach_elsewhere() -> None:
         try:
             with pytest.warns(RuntimeWarning, match="main thread") as record:
-                handler.attach(InterruptManager())
+                handler.arm(InterruptManager())
             caught.append(record)
         except BaseException as exc:  # reported to the test thread
             caught.append(exc)
@@ -357,7 +358,7 @@ def test_attach_from_another_thread_warns_and_installs_nothing(restore_signals: 
     assert {s: signal.getsignal(s) for s in before} == before
 
 
-def test_detach_from_another_thread_hands_the_next_signal_back(restore_signals: None) -> None:
+def test_disarm_from_another_thread_hands_the_next_signal_back(restore_signals: None) -> None:
     recorded: list[int] = []
 
     def base(signum: int, frame: object) -> None:
@@ -367,7 +368,7 @@ def test_detach_from_another_thread_hands_the_next_signal_back(restore_signals: 
     m = InterruptManager()
     handler = SignalInterruptHandler((signal.SIGUSR1,))
     m.add_handler(handler)
-    thread = handler._inst.thread
+    pipe = handler._inst.pipe
     caught: list[BaseException | pytest.WarningsRecorder] = []
 
     def detach_elsewhere() -> None:
@@ -385,8 +386,8 @@ def test_detach_from_another_thread_hands_the_next_signal_back(restore_signals: 
     assert not handler.installed and signal.getsignal(signal.SIGUSR1) is not base  # could not restore there
     signal.raise_signal(signal.SIGUSR1)  # in the main thread: ours steps aside for base
     assert recorded == [signal.SIGUSR1] and signal.getsignal(signal.SIGUSR1) is base
-    thread.join(WAIT)
-    assert not thread.is_alive() and not m.is_interrupted()
+    pipe.join_threads(WAIT)
+    assert not pipe.alive and not m.is_interrupted()
 
 
 def test_a_real_signal_in_process_reaches_the_manager(restore_signals: None) -> None:
@@ -478,8 +479,9 @@ CHILD = textwrap.dedent(
         f"STATE mode={mode.value} source={r.source.value} signal={r.metadata['signal']} count={r.metadata['count']}"
     ))
     m.add_handler(h)
-    out("READY")
+    pipe = h._inst.pipe
     try:
+        out("READY")  # inside the try: the test's presses may all land before the read starts
         for line in sys.stdin:  # the main thread blocks in a read
             if line.strip() == "detach":
                 m.remove_handler(h)
@@ -489,11 +491,10 @@ CHILD = textwrap.dedent(
         out(f"KEYBOARDINTERRUPT int_is_default={signal.getsignal(signal.SIGINT) is signal.default_int_handler} "
             f"term_is_previous={signal.getsignal(signal.SIGTERM) is previous_term} "
             f"presses={h.presses} installed={h.installed}")
-        thread = h._inst.thread
         m.remove_handler(h)
-        thread.join(10)
+        pipe.join_threads(10)
         out(f"DETACHED int_is_default={signal.getsignal(signal.SIGINT) is signal.default_int_handler} "
-            f"installed={h.installed} dispatcher_alive={thread.is_alive()}")
+            f"installed={h.installed} dispatcher_alive={pipe.alive}")
     """
 )
 

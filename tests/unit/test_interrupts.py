@@ -81,14 +81,14 @@ class Recorder:
 
 class Handler:
     def __init__(self) -> None:
-        self.attached: list[InterruptManager] = []
-        self.detached: list[InterruptManager] = []
+        self.armed: list[InterruptManager] = []
+        self.disarmed: list[InterruptManager] = []
 
-    def attach(self, manager: InterruptManager) -> None:
-        self.attached.append(manager)
+    def arm(self, manager: InterruptManager) -> None:
+        self.armed.append(manager)
 
-    def detach(self, manager: InterruptManager) -> None:
-        self.detached.append(manager)
+    def disarm(self, manager: InterruptManager) -> None:
+        self.disarmed.append(manager)
 
 
 # -- enums and InterruptReason -------------------------------------------------------
@@ -630,31 +630,31 @@ def test_shutdown_callbacks_run_once_newest_first_errors_returned(caplog) -> Non
     assert m.run_shutdown_callbacks() == [] and ran == ["last", "failing", "first"]
 
 
-def test_handlers_attach_once_and_detach_on_remove() -> None:
+def test_handlers_on_a_bare_manager_arm_once_and_disarm_on_remove() -> None:
     m, h, other = InterruptManager(), Handler(), Handler()
-    with pytest.raises(TypeError, match="attach"):
+    with pytest.raises(TypeError, match="arm"):
         m.add_handler(object())
     m.add_handler(h)
     m.add_handler(h)
     m.add_handler(other)
-    assert h.attached == [m] and m.handlers == [h, other]
+    assert h.armed == [m] and m.handlers == [h, other]
     m.remove_handler(h)
     m.remove_handler(h)
-    assert h.detached == [m] and m.handlers == [other] and other.detached == []
+    assert h.disarmed == [m] and m.handlers == [other] and other.disarmed == []
 
 
-def test_a_handler_whose_attach_fails_is_not_registered() -> None:
+def test_a_handler_whose_arm_fails_is_not_registered() -> None:
     class Flaky(Handler):
         fail = True
 
-        def attach(self, manager: InterruptManager) -> None:
+        def arm(self, manager: InterruptManager) -> None:
             if self.fail:
-                raise RuntimeError("cannot attach")
-            super().attach(manager)
+                raise RuntimeError("cannot arm")
+            super().arm(manager)
 
     m, h = InterruptManager(), Flaky()
     with pytest.raises(RuntimeError):
         m.add_handler(h)
     h.fail = False
-    m.add_handler(h)  # a retry must really attach
-    assert h.attached == [m] and m.handlers == [h]
+    m.add_handler(h)  # a retry must really arm
+    assert h.armed == [m] and m.handlers == [h]

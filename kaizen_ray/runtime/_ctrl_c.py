@@ -1,0 +1,45 @@
+"""Ctrl+C while the driver blocks on a run: :func:`wait_with_signals`.
+
+Used by ``AgentHandle.run()`` / ``SupervisorHandle.run()``: the driver's own
+:class:`~kaizen_ray.core.handlers.SignalInterruptHandler` for the wait's
+duration, forwarding each press to the agent (or supervisor) actor. Presses
+are counted one by one by the handler's wakeup pipe, also while the main
+thread is inside ``ray.wait``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from kaizen_ray.core.handlers import SignalInterruptHandler
+from kaizen_ray.core.interrupts import InterruptManager
+
+__all__ = ["wait_with_signals"]
+
+
+def wait_with_signals(target: Any, ref: Any, poll_s: float = 0.02) -> Any:
+    """``ray.get(ref)``, turning Ctrl+C into interrupts of ``target`` while it waits.
+
+    First SIGINT: GRACEFUL USER interrupt; second: IMMEDIATE; third: the
+    previous handler is restored and KeyboardInterrupt raised. SIGTERM:
+    GRACEFUL. Only the main thread can install it (elsewhere: a warning).
+
+    >>> import kaizen_ray as kr  # doctest: +SKIP
+    >>> result = wait_with_signals(handle, handle.start("task"))  # doctest: +SKIP
+    """
+    manager = InterruptManager(name=f"driver:{getattr(target, 'name', target)}")
+    manager.add_child(target)
+    handler = SignalInterruptHandler()
+    manager.add_handler(handler)
+    try:
+        while True:
+            # Short waits: the third press raises KeyboardInterrupt from the
+            # Python-level handler, which runs only between them. (The first
+            # two are counted and forwarded while ray.wait still blocks.)
+            ready, _ = ray.wait([ref], timeout=poll_s)
+            if ready:
+                return ray.get(ref)
+    finally:
+        manager.remove_handler(handler)

@@ -1,0 +1,294 @@
+"""Ctrl+C presses counted one by one (DESIGN "Signals"), with real signals sent to child processes.
+
+Python runs a Python-level signal handler once for any number of deliveries
+that arrive while the main thread is away from the eval loop; the handler
+counts the C-level deliveries instead. The children here keep their main
+thread inside a C call that signals do not end (``pthread_mutex_lock`` on a
+mutex another thread holds, through ctypes, which releases the GIL) for as
+long as the test wants, and say when they are in it.
+
+Each press is sent once the child has counted the previous one: the kernel
+keeps at most one pending SIGINT, so two ``os.kill`` calls in a row may be
+merged before the child runs at all (a person's presses are far apart); what
+Python folded, and these tests guard, is presses arriving while the main
+thread sits in C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kaizen_ray.core.handlers import SignalInterruptHandler
+from kaizen_ray.core.interrupts import InterruptManager
+
+pytestmark = pytest.mark.e2e
+
+WAIT = 20.0  # generous bound on a child's next line; never reached when all is well
+REPO = Path(__file__).resolve().parents[2]
+
+IN_A_C_CALL = textwrap.dedent(
+    """
+    import ctypes, signal, sys, threading, time
+
+    from kaizen_ray.core.handlers import SignalInterruptHandler
+    from kaizen_ray.core.interrupts import InterruptManager
+
+    def out(line):
+        sys.stdout.write(line + "\\n")
+        sys.stdout.flush()
+
+    libc = ctypes.CDLL(None)
+    mutex = ctypes.create_string_buffer(64)  # zeroed: a default glibc mutex, unlocked
+    main_tid = threading.main_thread().native_id
+    held = threading.Event()
+    in_c = False
+
+    def main_blocked_on_mutex():
+        with open(f"/proc/self/task/{main_tid}/syscall") as f:
+            fields = f.read().split()  # "running", or the syscall number and its arguments
+        return len(fields) > 1 and int(fields[1], 16) == ctypes.addressof(mutex)
+
+    def holder():
+        libc.pthread_mutex_lock(mutex)
+        held.set()
+        while not main_blocked_on_mutex():  # the main thread is on its way into the C call
+            time.sleep(0.001)
+        out("IN_C")
+        for line in sys.stdin:
+            command = line.split()
+            if command[0] == "release":
+                break
+            if command[0] == "wait-presses":
+                while h.presses < int(command[1]):
+                    time.sleep(0.001)
+                out(f"COUNTED {h.presses} in_c={in_c}")
+        libc.pthread_mutex_unlock(mutex)
+
+    m = InterruptManager(name="child")
+    h = SignalInterruptHandler()
+    m.add_listener(lambda r, mode: out(f"STATE mode={mode.value} count={r.metadata['count']} in_c={in_c}"))
+    m.add_handler(h)
+    threading.Thread(target=holder, daemon=True).start()
+    held.wait()
+    try:
+        in_c = True
+        libc.pthread_mutex_lock(mutex)  # the kernel resumes this wait after each signal: no return to Python
+        in_c = False
+        history = [(r.source.value, r.mode.value, r.metadata["count"]) for r in m.history]
+        out(f"C_DONE mode={m.mode.value} history={history}")
+        m.remove_handler(h)
+    except KeyboardInterrupt:
+        in_c = False
+        out(f"KEYBOARDINTERRUPT presses={h.presses} installed={h.installed} "
+            f"int_is_default={signal.getsignal(signal.SIGINT) is signal.default_int_handler}")
+        m.remove_handler(h)
+        total = sum(i for i in range(10000))  # bytecode: where a second KeyboardInterrupt would land
+    out("END")
+    """
+)
+
+TWO_RUNS = textwrap.dedent(
+    """
+    import asyncio, signal, sys
+
+    import kaizen_ray as kr
+
+    def out(line):
+        sys.stdout.write(line + "\\n")
+        sys.stdout.flush()
+
+    class Waiter(kr.BaseAutonomousAgent):
+        def initial_state(self, task):
+            return {"n": 0}
+
+        async def step(self, state, ctx):
+            out(f"IN_STEP cycle={ctx.cycle}")
+            await self.interrupt_manager.wait_async()
+            return kr.StepResult({"n": state["n"] + 1})
+
+    agent = Waiter(config=kr.AutonomousConfig(storage_path=sys.argv[1]))
+    agent.interrupt_manager.add_handler(kr.SignalInterruptHandler())
+    for run in (1, 2):
+        try:
+            result = asyncio.run(agent.run_autonomous(None))
+        except KeyboardInterrupt:
+            out(f"KEYBOARDINTERRUPT run={run}")
+            sys.exit(3)
+        r = result["interrupt_reason"]
+        out(f"RESULT run={run} status={result['status']} source={r.source.value} mode={r.mode.value} "
+            f"meta={r.metadata['signal']},{r.metadata['count']} "
+            f"restored={signal.getsignal(signal.SIGINT) is signal.default_int_handler}")
+    """
+)
+
+
+class Child:
+    """A Python child in its own session, whose stdout lines are awaited one by one."""
+
+    def __init__(self, tmp_path: Path, source: str, *args: str) -> None:
+        script = tmp_path / "child.py"
+        script.write_text(source)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, prefix: str) -> str:
+        try:
+            line = self.lines.get(timeout=WAIT)
+        except queue.Empty:
+            pytest.fail(f"child printed nothing within {WAIT}s; waiting for {prefix!r}")
+        if line is None:
+            self.proc.wait(WAIT)
+            pytest.fail(f"child exited ({self.proc.returncode}) before {prefix!r}: {self.proc.stderr.read()}")
+        assert line.startswith(prefix), line
+        return line
+
+    def send(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def press(self) -> None:
+        os.kill(self.proc.pid, signal.SIGINT)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(WAIT)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    children: list[Child] = []
+
+    def start(source: str, *args: str) -> Child:
+        children.append(Child(tmp_path, source, *args))
+        return children[-1]
+
+    yield start
+    for child in children:
+        child.close()
+
+
+def test_two_presses_while_the_main_thread_sits_in_c_are_graceful_then_immediate(spawn) -> None:
+    child = spawn(IN_A_C_CALL)
+    child.expect("IN_C")
+    child.press()
+    assert child.expect("STATE") == "STATE mode=graceful count=1 in_c=True"
+    child.press()
+    assert child.expect("STATE") == "STATE mode=immediate count=2 in_c=True"
+    child.send("release")
+    assert child.expect("C_DONE") == (
+        "C_DONE mode=immediate history=[('user', 'graceful', 1), ('user', 'immediate', 2)]"
+    )
+    child.expect("END")
+    assert child.proc.wait(WAIT) == 0
+
+
+def test_a_third_press_counted_in_c_raises_keyboard_interrupt_once_with_the_default_handler_back(spawn) -> None:
+    child = spawn(IN_A_C_CALL)
+    child.expect("IN_C")
+    child.press()
+    child.expect("STATE mode=graceful count=1")
+    child.press()
+    child.expect("STATE mode=immediate count=2")
+    child.press()
+    child.send("wait-presses 3")
+    assert child.expect("COUNTED") == "COUNTED 3 in_c=True"  # counted while the main thread was still in C
+    child.send("release")
+    assert child.expect("KEYBOARDINTERRUPT") == "KEYBOARDINTERRUPT presses=3 installed=False int_is_default=True"
+    child.expect("END")  # no second KeyboardInterrupt from the nudge that woke the handler
+    assert child.proc.wait(WAIT) == 0
+
+
+def test_a_signal_handler_added_once_stops_every_run_gracefully(spawn, tmp_path: Path) -> None:
+    child = spawn(TWO_RUNS, str(tmp_path / "ckpt"))
+    for run in (1, 2):  # the second asyncio.run() installs asyncio's own SIGINT handler first
+        child.expect("IN_STEP")
+        child.press()
+        assert child.expect("RESULT") == (
+            f"RESULT run={run} status=interrupted source=user mode=graceful meta=SIGINT,1 restored=True"
+        )
+    assert child.proc.wait(WAIT) == 0
+
+
+# -- in-process: the wakeup fd shared with asyncio (SIGUSR1/SIGUSR2 only: pytest keeps SIGINT) ----
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_asyncio_add_signal_handler_keeps_working_while_ours_is_installed(restore_signals: None) -> None:
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        got = asyncio.Event()
+        seen: list[str] = []
+        loop.add_signal_handler(signal.SIGUSR1, lambda: (seen.append("usr1"), got.set()))
+        m, h = InterruptManager(), SignalInterruptHandler((signal.SIGUSR2,))
+        m.add_handler(h)  # our wakeup fd goes over asyncio's; bytes that are not ours go on to it
+        try:
+            signal.raise_signal(signal.SIGUSR1)
+            await asyncio.wait_for(got.wait(), WAIT)
+            signal.raise_signal(signal.SIGUSR2)
+            assert await asyncio.to_thread(m.wait, WAIT)
+            assert m.reason.metadata == {"signal": "SIGUSR2", "count": 1}
+        finally:
+            m.remove_handler(h)
+        got.clear()
+        signal.raise_signal(signal.SIGUSR1)  # asyncio's wakeup fd is back
+        await asyncio.wait_for(got.wait(), WAIT)
+        loop.remove_signal_handler(signal.SIGUSR1)
+        return seen
+
+    assert asyncio.run(main()) == ["usr1", "usr1"]
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_presses_are_still_counted_when_someone_replaced_the_wakeup_fd(restore_signals: None) -> None:
+    m, h = InterruptManager(), SignalInterruptHandler((signal.SIGUSR1,))
+    m.add_handler(h)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    ours = signal.set_wakeup_fd(w)  # another library takes the wakeup fd
+    try:
+        signal.raise_signal(signal.SIGUSR1)  # its byte goes to them; our Python-level handler counts it
+        assert m.wait(WAIT) and m.reason.metadata == {"signal": "SIGUSR1", "count": 1}
+        assert signal.set_wakeup_fd(w) == w  # theirs was left in place
+        assert os.read(r, 16) == bytes([signal.SIGUSR1])
+    finally:
+        signal.set_wakeup_fd(ours)
+        m.remove_handler(h)
+        os.close(r)
+        os.close(w)
