@@ -44,7 +44,7 @@ __version__ = "0.1.0"
 # `list_checkpoints`, `load_checkpoint`) never pay for importing Ray.
 _LAZY: dict[str, str] = {
     "AgentHandle": "kaizen_ray.runtime.handles",
-    "InterruptManagerProxy": "kaizen_ray.runtime.handles",
+    "InterruptManagerProxy": "kaizen_ray.runtime._proxy",
     "get_agent": "kaizen_ray.runtime._lookup",
     "Supervisor": "kaizen_ray.runtime.supervisor",
     "SupervisorHandle": "kaizen_ray.runtime.supervisor",

@@ -23,13 +23,6 @@ logger = logging.getLogger("kaizen_ray.handlers")
 __all__ = ["InterruptHandler"]
 
 
-def _check_mode(value: Any) -> InterruptMode:
-    try:
-        return InterruptMode(value)
-    except ValueError:
-        raise ValueError(f"mode must be 'graceful' or 'immediate', got {value!r}") from None
-
-
 def _notify(managers: Iterable[Any], source: InterruptSource, mode: InterruptMode, msg: str, meta: dict) -> None:
     for manager in managers:
         try:

@@ -31,10 +31,11 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
 def _seconds(value: float, field: str) -> float:
+    # Raised inside a pydantic validator: a ValueError, which _Config turns into one ConfigError.
     try:
-        return finite_non_negative(field, value)
-    except ValueError:
-        raise ValueError(f"{field} must be a finite number of seconds >= 0, got {value!r}") from None
+        return finite_non_negative(field, value, unit="seconds")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _Config(BaseModel):

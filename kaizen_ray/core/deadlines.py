@@ -25,7 +25,7 @@ from typing import Any
 
 from kaizen_ray.core._validate import finite as _finite
 from kaizen_ray.core._validate import finite_non_negative as _non_negative
-from kaizen_ray.core.interrupts import InterruptMode
+from kaizen_ray.core.interrupts import InterruptMode, coerce_mode
 
 logger = logging.getLogger("kaizen_ray.deadlines")
 
@@ -278,10 +278,7 @@ def escalation_deadlines(
     accepted_at = _finite("accepted_at", accepted_at)
     graceful = _non_negative("graceful_timeout_s", graceful_timeout_s)
     immediate = _non_negative("immediate_timeout_s", immediate_timeout_s)
-    try:
-        mode = InterruptMode(mode)
-    except ValueError:
-        raise ValueError(f"mode {mode!r} is not an InterruptMode; expected 'graceful' or 'immediate'") from None
+    mode = coerce_mode(mode)
     if mode is InterruptMode.IMMEDIATE:
         return None, accepted_at + immediate
     escalate_at = accepted_at + graceful

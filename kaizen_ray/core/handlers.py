@@ -25,16 +25,16 @@ import cycle) and is re-exported here too.
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from kaizen_ray.core._handler_base import InterruptHandler, _check_mode, _notify, logger
+from kaizen_ray.core._handler_base import InterruptHandler, _notify, logger
+from kaizen_ray.core._validate import finite_non_negative
 from kaizen_ray.core.budget import BudgetDecision, BudgetLedger, Reservation
 from kaizen_ray.core.deadlines import shared_scheduler
-from kaizen_ray.core.interrupts import InterruptMode, InterruptSource
+from kaizen_ray.core.interrupts import InterruptMode, InterruptSource, coerce_mode
 from kaizen_ray.core.signals import SignalInterruptHandler
 
 __all__ = [
@@ -60,15 +60,8 @@ class TimeoutInterruptHandler(InterruptHandler):
     """
 
     def __init__(self, timeout_seconds: float, mode: InterruptMode | str = InterruptMode.GRACEFUL) -> None:
-        if (
-            isinstance(timeout_seconds, bool)
-            or not isinstance(timeout_seconds, (int, float))
-            or not math.isfinite(timeout_seconds)
-            or timeout_seconds < 0
-        ):
-            raise ValueError(f"timeout_seconds must be a finite number of seconds >= 0, got {timeout_seconds!r}")
-        self._timeout = float(timeout_seconds)
-        self._mode = _check_mode(mode)
+        self._timeout = finite_non_negative("timeout_seconds", timeout_seconds, unit="seconds")
+        self._mode = coerce_mode(mode)
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -165,7 +158,7 @@ class BudgetInterruptHandler(InterruptHandler):
         warning_threshold: float | None = 0.8,
     ) -> None:
         self._ledger = BudgetLedger(max_cost, warning_threshold)
-        self._mode = _check_mode(mode)
+        self._mode = coerce_mode(mode)
         self._init_runtime()
 
     def _init_runtime(self) -> None:

@@ -29,7 +29,6 @@ import functools
 import inspect
 import itertools
 import logging
-import math
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from kaizen_ray.core._threads import DaemonCall
+from kaizen_ray.core._validate import finite_non_negative
 from kaizen_ray.core.errors import ConfigError
 from kaizen_ray.core.interrupts import InterruptMode, InterruptSource, coerce_source_mode
 
@@ -220,9 +220,7 @@ Hook = Callable[[HookContext], "HookResult | Any | Awaitable[HookResult | Any]"]
 
 def _check_timeout(name: str, value: Any) -> float:
     # >= 0 like AutonomousConfig.hook_timeout_s, which feeds it; 0 starts hooks without waiting for them.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ConfigError(name, value, "a finite number of seconds >= 0")
-    return float(value)
+    return finite_non_negative(name, value, unit="seconds")
 
 
 def _check_priority(value: Any) -> int:

@@ -48,7 +48,9 @@ __all__ = [
     "InterruptedError",
     "InterruptManager",
     "InterruptTarget",
+    "coerce_mode",
     "coerce_source_mode",
+    "pick_message",
 ]
 
 
@@ -146,8 +148,22 @@ class InterruptTarget(Protocol):
     ) -> bool: ...
 
 
+def coerce_mode(mode: Any) -> InterruptMode:
+    """An :class:`InterruptMode` from itself or its string value; a clear ValueError otherwise.
+
+    >>> coerce_mode("immediate")
+    <InterruptMode.IMMEDIATE: 'immediate'>
+    """
+    try:
+        return InterruptMode(mode)
+    except ValueError:
+        raise ValueError(f"mode {mode!r} is not an InterruptMode; expected one of {[m.value for m in InterruptMode]}") from None
+
+
 def coerce_source_mode(source: Any, mode: Any) -> tuple[InterruptSource, InterruptMode]:
     """``(source, mode)`` as enums, from enums or their string values; a clear ValueError otherwise.
+
+    The one coercion of sources and modes: every entry point that takes them as strings goes through here.
 
     >>> coerce_source_mode("user", "immediate")
     (<InterruptSource.USER: 'user'>, <InterruptMode.IMMEDIATE: 'immediate'>)
@@ -158,11 +174,22 @@ def coerce_source_mode(source: Any, mode: Any) -> tuple[InterruptSource, Interru
         raise ValueError(
             f"source {source!r} is not an InterruptSource; expected one of {[s.value for s in InterruptSource]}"
         ) from None
-    try:
-        mode = InterruptMode(mode)
-    except ValueError:
-        raise ValueError(f"mode {mode!r} is not an InterruptMode; expected one of {[m.value for m in InterruptMode]}") from None
-    return source, mode
+    return source, coerce_mode(mode)
+
+
+def pick_message(reason: Any, message: Any = None) -> str:
+    """The request's message from ``reason=`` or its alias ``message=`` (kailash-kaizen's name), checked.
+
+    >>> pick_message("", message="Ctrl+C")
+    'Ctrl+C'
+    """
+    if message is not None:
+        if reason and reason != message:
+            raise ValueError(f"give the message once: reason={reason!r} and message={message!r} differ")
+        reason = message
+    if not isinstance(reason, str):
+        raise TypeError(f"reason must be a str message, got {type(reason).__name__}: {reason!r}")
+    return reason
 
 
 Listener = Callable[[InterruptReason, InterruptMode], None]
@@ -263,13 +290,8 @@ class InterruptManager(HandlerArming):
         listeners beyond their own call; never raises because a child failed.
         ``message=`` is accepted for ``reason=``, as kailash-kaizen's code writes it.
         """
-        if message is not None:
-            if reason and reason != message:
-                raise ValueError(f"give the message once: reason={reason!r} and message={message!r} differ")
-            reason = message
+        reason = pick_message(reason, message)
         source, mode = coerce_source_mode(source, mode)
-        if not isinstance(reason, str):
-            raise TypeError(f"reason must be a str message, got {type(reason).__name__}: {reason!r}")
         new = InterruptReason(source=source, mode=mode, message=reason, metadata=dict(metadata or {}))
         return self._accept(new)
 

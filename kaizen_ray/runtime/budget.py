@@ -33,7 +33,7 @@ import ray
 
 from kaizen_ray.core.checkpoint import atomic_write_bytes
 from kaizen_ray.core.handlers import BudgetInterruptHandler
-from kaizen_ray.core.interrupts import InterruptMode, InterruptSource
+from kaizen_ray.core.interrupts import InterruptSource, coerce_source_mode
 from kaizen_ray.runtime._namespaces import system_namespace
 
 logger = logging.getLogger("kaizen_ray.budget")
@@ -60,7 +60,7 @@ class _Subscriber:
 
     def request_interrupt(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> bool:
         self.sent.append(
-            self.actor.request_interrupt.remote(InterruptSource(source).value, InterruptMode(mode).value, reason, metadata)
+            self.actor.request_interrupt.remote(*(x.value for x in coerce_source_mode(source, mode)), reason, metadata)
         )
         return True
 

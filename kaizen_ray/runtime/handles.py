@@ -21,7 +21,7 @@ from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_nam
 from kaizen_ray.core.config import coerce_config
 from kaizen_ray.core.errors import AgentGoneError
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
-from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource, coerce_source_mode
+from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptSource, coerce_source_mode, pick_message
 from kaizen_ray.runtime._actors import (
     CONTROL_TIMEOUT_S,
     actor_options,
@@ -32,6 +32,7 @@ from kaizen_ray.runtime._actors import (
     wait_until_up,
 )
 from kaizen_ray.runtime._ctrl_c import wait_with_signals
+from kaizen_ray.runtime._proxy import InterruptManagerProxy
 from kaizen_ray.runtime._watch import watch_task
 from kaizen_ray.runtime.agent_actor import AgentActor
 from kaizen_ray.runtime.checkpoints import get_or_create_store
@@ -82,9 +83,14 @@ class ActorHandleBase:
         mode: InterruptMode | str = InterruptMode.GRACEFUL,
         reason: str = "",
         metadata: dict[str, Any] | None = None,
+        *,
+        message: str | None = None,
     ) -> bool:
-        """Ask the actor to stop; True if its manager accepted. Raises AgentGoneError if it is gone."""
-        return self._call(self.request_interrupt_nowait(source, mode, reason, metadata))
+        """Ask the actor to stop; True if its manager accepted. Raises AgentGoneError if it is gone.
+
+        Same meaning as :meth:`InterruptManager.request_interrupt` (``message=`` for ``reason=`` too).
+        """
+        return self._call(self.request_interrupt_nowait(source, mode, reason, metadata, message=message))
 
     def request_interrupt_nowait(
         self,
@@ -92,8 +98,11 @@ class ActorHandleBase:
         mode: InterruptMode | str = InterruptMode.GRACEFUL,
         reason: str = "",
         metadata: dict[str, Any] | None = None,
+        *,
+        message: str | None = None,
     ) -> Any:
-        """Send the request without waiting (how managers forward to actors: all at once)."""
+        """Send the request without waiting (how managers forward to actors: all at once); an ObjectRef of the bool."""
+        reason = pick_message(reason, message)
         source, mode = coerce_source_mode(source, mode)
         return self._actor.request_interrupt.remote(source.value, mode.value, reason, metadata)
 
@@ -111,6 +120,7 @@ class ActorHandleBase:
         if isinstance(handler, SignalInterruptHandler):
             if self._driver_manager is None:
                 self._driver_manager = InterruptManager(name=f"driver:{self.name}")
+                self._driver_manager.scope_to_runs()  # like an agent's: armed for each run() only
                 self._driver_manager.add_child(self)
             self._driver_manager.add_handler(handler)
             return
@@ -139,12 +149,14 @@ class ActorHandleBase:
     def run(self, task: Any = None, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
         """Run to the end and return the result dict. Ctrl+C: graceful, then immediate, then KeyboardInterrupt."""
         ref = self.start(task, resume_from_checkpoint)
+        driver = self._driver_manager
+        if driver is not None:  # signal handlers added to this handle act for each run()'s duration
+            driver.arm_handlers()
         try:
             return wait_with_signals(self, ref)
         finally:
-            if self._driver_manager is not None:  # a handler added to the handle ends with the run
-                for handler in self._driver_manager.handlers:
-                    self._driver_manager.remove_handler(handler)
+            if driver is not None:
+                driver.disarm_handlers()
 
     def kill(self) -> None:
         """Kill the actor at once (no checkpoint). Prefer request_interrupt."""
@@ -153,78 +165,6 @@ class ActorHandleBase:
 
     def _register(self) -> None:
         register_spawned(self.namespace, self.name, self)
-
-
-class InterruptManagerProxy:
-    """The manager of an agent or supervisor actor, driven from anywhere.
-
-    ``parent.interrupt_manager.add_child(child.interrupt_manager)`` makes the
-    parent actor forward its interrupts to the child actor.
-    """
-
-    def __init__(self, handle: ActorHandleBase) -> None:
-        self._handle = handle
-
-    def __repr__(self) -> str:
-        return f"InterruptManagerProxy({self._handle!r})"
-
-    def __reduce__(self):
-        return (type(self), (self._handle,))
-
-    @property
-    def name(self) -> str:
-        return self._handle.name
-
-    def _manager(self, method: str, *args: Any) -> Any:
-        return self._handle._call(self._handle.actor.manager_call.remote(method, *args))
-
-    def request_interrupt(self, source: Any, mode: Any = InterruptMode.GRACEFUL, reason: str = "", metadata: dict[str, Any] | None = None) -> bool:
-        return self._handle.request_interrupt(source, mode, reason, metadata)
-
-    def request_interrupt_nowait(self, source: Any, mode: Any = InterruptMode.GRACEFUL, reason: str = "", metadata: dict[str, Any] | None = None) -> Any:
-        return self._handle.request_interrupt_nowait(source, mode, reason, metadata)
-
-    def is_interrupted(self) -> bool:
-        return self._manager("is_interrupted")
-
-    @property
-    def mode(self) -> InterruptMode | None:
-        return self._manager("mode")
-
-    @property
-    def reason(self) -> InterruptReason | None:
-        return self._manager("reason")
-
-    @property
-    def history(self) -> list[InterruptReason]:
-        return self._manager("history")
-
-    def wait(self, timeout: float | None = None) -> bool:
-        call_timeout = None if timeout is None else timeout + CONTROL_TIMEOUT_S
-        return self._handle._call(self._handle.actor.manager_call.remote("wait", timeout), call_timeout)
-
-    def reset(self) -> None:
-        self._manager("reset")
-
-    def add_handler(self, handler: Any) -> None:
-        self._handle.add_handler(handler)
-
-    def remove_handler(self, handler: Any) -> None:
-        self._handle.remove_handler(handler)
-
-    def add_child(self, child: Any) -> None:
-        if isinstance(child, InterruptManager):
-            raise TypeError(
-                f"{child!r} lives in this process and cannot be a child of actor {self._handle.name!r}; "
-                "pass an agent or supervisor handle (or its interrupt_manager)"
-            )
-        self._manager("add_child", child)
-
-    def remove_child(self, child: Any) -> None:
-        self._manager("remove_child", child)
-
-    def on_shutdown(self, callback: Any) -> None:
-        self._manager("on_shutdown", callback)
 
 
 class AgentHandle(ActorHandleBase):

@@ -35,7 +35,7 @@ from ray.exceptions import RayActorError
 from kaizen_ray.core.checkpoint import Checkpoint, CheckpointStatus, FileCheckpointStorage, validate_agent_name
 from kaizen_ray.core.config import ChildSpec, RestartPolicy, SupervisorConfig
 from kaizen_ray.core.errors import ConfigError
-from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource
+from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource, coerce_source_mode
 from kaizen_ray.core.results import supervisor_result
 from kaizen_ray.core.supervision import (
     ChildExit,
@@ -75,7 +75,8 @@ class _Child:
 
     def request_interrupt_nowait(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> Any:
         """Send an interrupt to the child's actor without waiting (how the manager forwards); its ObjectRef."""
-        ref = self.actor.request_interrupt.remote(InterruptSource(source).value, InterruptMode(mode).value, reason, metadata)
+        source, mode = coerce_source_mode(source, mode)
+        ref = self.actor.request_interrupt.remote(source.value, mode.value, reason, metadata)
         captured = self._captured
         if captured is not None:
             captured.append(ref)

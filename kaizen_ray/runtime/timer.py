@@ -35,7 +35,7 @@ import ray
 import ray.cloudpickle
 
 from kaizen_ray.core.deadlines import DeadlineQueue
-from kaizen_ray.core.interrupts import InterruptMode, InterruptSource
+from kaizen_ray.core.interrupts import InterruptSource, coerce_mode
 from kaizen_ray.runtime._namespaces import system_namespace
 
 logger = logging.getLogger("kaizen_ray.timer")
@@ -296,7 +296,7 @@ class TimerActor:
 
     async def schedule(self, key: str, target: Any, name: str, started_at: float, timeout_s: float, mode: str) -> float:
         self._ensure_loop()
-        payload = {"target": target, "name": name, "started_at": started_at, "timeout_s": timeout_s, "mode": InterruptMode(mode).value}
+        payload = {"target": target, "name": name, "started_at": started_at, "timeout_s": timeout_s, "mode": coerce_mode(mode).value}
         return self._logic.schedule(key, started_at=started_at, timeout_s=timeout_s, payload=payload)
 
     async def cancel(self, key: str) -> bool:

@@ -393,12 +393,16 @@ def test_phase_goes_idle_running_finished_and_status_reports_it(tmp_path):
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
-def test_a_signal_handler_on_the_manager_is_removed_at_the_end_of_the_run(tmp_path):
+def test_a_signal_handler_on_the_manager_is_installed_for_the_run_only(tmp_path):
     before = signal.getsignal(signal.SIGINT)
+    handler = kr.SignalInterruptHandler()
     agent = Counter(config=cfg(tmp_path))
-    agent.interrupt_manager.add_handler(kr.SignalInterruptHandler())
-    assert signal.getsignal(signal.SIGINT) is not before
+    agent.interrupt_manager.add_handler(handler)
+    assert signal.getsignal(signal.SIGINT) is before  # an agent's handlers act during its runs only
+    during = []
+    agent.hooks.register(kr.HookEvent.PRE_CYCLE, lambda ctx: during.append(handler.installed))
     run(agent.run_autonomous(2))
+    assert during == [True, True]
     assert signal.getsignal(signal.SIGINT) is before
 
 

@@ -7,7 +7,6 @@ import logging
 import math
 import threading
 from dataclasses import FrozenInstanceError
-from typing import Any
 
 import pytest
 

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from kaizen_ray.core.errors import ConfigError
 
 import kaizen_ray as kr
-from kaizen_ray.core.errors import ConfigError
 from kaizen_ray.core.supervision import (
     SUPERVISOR_TRANSITIONS,
     SupervisorPhase,
