@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kaizen_ray.core.agent import AgentPhase, BaseAutonomousAgent, StepResult, set_spawner
+from kaizen_ray.core.agent import AgentPhase, StepResult, set_spawner
 from kaizen_ray.core.checkpoint import (
     Checkpoint,
     CheckpointCorruptError,
@@ -25,11 +25,27 @@ from kaizen_ray.core.checkpoint import (
     list_checkpoints,
     load_checkpoint,
 )
-from kaizen_ray.core.config import AutonomousConfig, ChildSpec, RestartPolicy, RestartStrategy, SupervisorConfig
+from kaizen_ray.core.config import (
+    AutonomousConfig,
+    ChildSpec,
+    RestartPolicy,
+    RestartStrategy,
+    SupervisorConfig,
+)
 from kaizen_ray.core.context import StepContext
 from kaizen_ray.core.errors import AgentGoneError, ConfigError, KaizenError, LLMError
-from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
-from kaizen_ray.core.hooks import HookContext, HookEvent, HookManager, HookPriority, HookResult
+from kaizen_ray.core.handlers import (
+    BudgetInterruptHandler,
+    SignalInterruptHandler,
+    TimeoutInterruptHandler,
+)
+from kaizen_ray.core.hooks import (
+    HookContext,
+    HookEvent,
+    HookManager,
+    HookPriority,
+    HookResult,
+)
 from kaizen_ray.core.interrupts import (
     InterruptedError,
     InterruptManager,
@@ -37,6 +53,8 @@ from kaizen_ray.core.interrupts import (
     InterruptReason,
     InterruptSource,
 )
+from kaizen_ray.llm.agent import BaseAutonomousAgent
+from kaizen_ray.llm.signature import InputField, OutputField, Signature
 
 __version__ = "0.1.0"
 
@@ -75,12 +93,15 @@ __all__ = [
     "InterruptMode",
     "InterruptReason",
     "InterruptSource",
+    "InputField",
     "InterruptedError",
     "KaizenError",
     "LLMError",
+    "OutputField",
     "RestartPolicy",
     "RestartStrategy",
     "SignalInterruptHandler",
+    "Signature",
     "StepContext",
     "StepResult",
     "SupervisorConfig",

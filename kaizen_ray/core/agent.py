@@ -84,9 +84,11 @@ class BaseAutonomousAgent:
     def spawn(cls, config: AutonomousConfig | dict[str, Any] | None = None, *, name: str | None = None, **kwargs: Any) -> Any:
         """Start this agent in its own Ray actor; returns an ``AgentHandle`` once the actor is up.
 
-        ``namespace=``, ``lifetime="detached"`` (keeps running after the driver
-        exits, in namespace ``"kaizen"`` unless given) and Ray actor options
-        (``num_cpus=``, ...) are keywords; see ``kaizen_ray.runtime.handles.spawn_agent``.
+        Keywords: ``namespace=``; ``lifetime="detached"`` (keeps running after
+        the driver exits, in namespace ``"kaizen"`` unless given);
+        ``actor_options={"num_cpus": 1, ...}`` for Ray's ``.options()``; every
+        other keyword (``signature=``, ``tools=``, ...) goes to this class's
+        constructor inside the actor.
 
         >>> handle = MyAgent.spawn(config=AutonomousConfig(), name="a1")  # doctest: +SKIP
         >>> handle.run("task")["status"]                                   # doctest: +SKIP
@@ -105,6 +107,10 @@ class BaseAutonomousAgent:
     async def step(self, state: Any, ctx: StepContext) -> StepResult:
         """One cycle: return the new state. ``async def`` or plain ``def`` (run in a thread)."""
         raise NotImplementedError(f"{type(self).__name__} must implement step(self, state, ctx)")
+
+    def result_extras(self, state: Any) -> dict[str, Any]:
+        """Extra keys for the result dict of a run that ended in ``state`` (an LLM agent adds ``usage``). Default: none."""
+        return {}
 
     # -- runs ----------------------------------------------------------------------
 

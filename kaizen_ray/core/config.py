@@ -21,6 +21,7 @@ from kaizen_ray.core.errors import ConfigError
 __all__ = [
     "AutonomousConfig",
     "ChildSpec",
+    "Pricing",
     "RestartPolicy",
     "RestartStrategy",
     "SupervisorConfig",
@@ -50,6 +51,17 @@ class _Config(BaseModel):
             raise ConfigError.from_validation(type(self).__name__, exc) from exc
 
 
+class Pricing(_Config):
+    """What a model's tokens cost, in USD per million tokens (prompt and completion priced apart).
+
+    >>> Pricing(input_per_million=0.15, output_per_million=0.60).output_per_million
+    0.6
+    """
+
+    input_per_million: float = Field(ge=0, allow_inf_nan=False)
+    output_per_million: float = Field(ge=0, allow_inf_nan=False)
+
+
 class AutonomousConfig(_Config):
     """How one agent runs and stops.
 
@@ -73,10 +85,22 @@ class AutonomousConfig(_Config):
     storage_path: Path | None = Field(default=None, description="None: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints")
     raise_on_interrupt: bool = False
     hook_timeout_s: float = Field(default=5.0, description="Longest a hook may run before it is abandoned.")
-    llm_provider: str | None = None
+    # The model, for agents whose cycles call one (a Signature, tools): see kaizen_ray.llm.
+    llm_provider: str | None = Field(default=None, description='"ollama", "openai", or any OpenAI-compatible server with base_url')
     model: str | None = None
+    base_url: str | None = Field(default=None, description="None: the provider's default (Ollama honours OLLAMA_HOST)")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable read for the API key at call time")
+    max_tokens: int = Field(default=1024, ge=1, description="Completion tokens per call; also the worst case reserved")
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    pricing: Pricing | None = Field(default=None, description="None: the built-in table; local providers cost 0")
+    llm_max_retries: int = Field(default=3, ge=0, description="Retries of a transient failure (connection, 429, 5xx)")
+    llm_retry_backoff_s: float = Field(default=0.5, description="First backoff; doubles per retry, cut short by an interrupt")
+    llm_timeout_s: float = Field(default=120.0, description="Longest one model call may take")
 
-    @field_validator("graceful_shutdown_timeout", "immediate_shutdown_timeout", "hook_timeout_s", mode="after")
+    @field_validator(
+        "graceful_shutdown_timeout", "immediate_shutdown_timeout", "hook_timeout_s", "llm_retry_backoff_s", "llm_timeout_s",
+        mode="after",
+    )
     @classmethod
     def _timeouts(cls, value: float, info: Any) -> float:
         return _seconds(value, info.field_name)

@@ -323,6 +323,7 @@ class AgentRun:
             self.name, status, state=state, output=output, cycles=self.cycle, cost=self.cost,
             checkpoint_id=checkpoint_id, interrupt_reason=reason,
             mode=mgr.mode.value if reason is not None and mgr.mode else None, error=error,
+            **self.agent.result_extras(state),
         )  # fmt: skip
         if result["interrupt_reason"] is not None and cfg.raise_on_interrupt:
             raise InterruptedError(result["interrupt_reason"], checkpoint_id)

@@ -24,7 +24,7 @@ from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHand
 from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptSource, coerce_source_mode, pick_message
 from kaizen_ray.runtime._actors import (
     CONTROL_TIMEOUT_S,
-    actor_options,
+    actor_options as _actor_options,
     create_named,
     gone,
     register_spawned,
@@ -195,15 +195,23 @@ def spawn_agent(
     name: str | None = None,
     namespace: str | None = None,
     lifetime: str | None = None,
-    **extra_options: Any,
+    actor_options: dict[str, Any] | None = None,
+    **agent_kwargs: Any,
 ) -> AgentHandle:
-    """Start one agent actor and return its handle once the actor is up; see ``BaseAutonomousAgent.spawn``."""
+    """Start one agent actor and return its handle once the actor is up; see ``BaseAutonomousAgent.spawn``.
+
+    ``agent_kwargs`` (``signature=``, ``tools=``, any constructor keyword) go
+    to the agent inside its actor; ``actor_options`` (``num_cpus``,
+    ``resources``, ``scheduling_strategy``, ...) to Ray's ``.options()``.
+    """
     config = coerce_config(config)
     name = validate_agent_name(name or agent_cls.__name__)
+    if actor_options is not None and not isinstance(actor_options, dict):
+        raise TypeError(f"actor_options must be a dict of Ray actor options, got {actor_options!r}")
     # Fail now, not at the first flush: the folder must be writable.
     storage_path = str(FileCheckpointStorage(config.storage_path).ensure_writable())
-    namespace, options = actor_options("agent", name, namespace, lifetime, extra_options)
-    actor = create_named(AgentActor, "agent", options, agent_cls, name, config, storage_path, namespace)
+    namespace, options = _actor_options("agent", name, namespace, lifetime, dict(actor_options or {}))
+    actor = create_named(AgentActor, "agent", options, agent_cls, name, config, storage_path, namespace, agent_kwargs)
     wait_until_up(actor, "agent", name, namespace)
     handle = AgentHandle(actor, name, namespace, storage_path)
     handle._register()

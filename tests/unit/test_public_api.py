@@ -26,6 +26,8 @@ EXPECTED = {
     "Checkpoint", "CheckpointInfo", "CheckpointStatus", "list_checkpoints", "load_checkpoint",
     "CheckpointError", "CheckpointNotFoundError", "CheckpointCorruptError",
     "CheckpointSerializationError", "CheckpointStorageError",
+    # LLM agents
+    "Signature", "InputField", "OutputField",
     # Errors: one root
     "KaizenError", "ConfigError", "LLMError",
     # The Ray runtime (imported on first use)
@@ -62,7 +64,13 @@ def test_importing_the_package_and_core_never_imports_ray():
     assert out.stdout.strip() == "[]", out.stdout
 
 
-CORE_MODULES = [m.name for m in pkgutil.walk_packages(kaizen_ray.core.__path__, "kaizen_ray.core.")]
+import kaizen_ray.llm  # noqa: E402
+
+CORE_MODULES = [
+    m.name
+    for package in (kaizen_ray.core, kaizen_ray.llm)
+    for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
+]
 
 
 @pytest.mark.parametrize("module", ["kaizen_ray", *CORE_MODULES])
