@@ -149,6 +149,9 @@ class ChildSpec(_Config):
     config: AutonomousConfig = Field(default_factory=AutonomousConfig)
     task: Any = None
     restart: RestartPolicy = RestartPolicy.PERMANENT
+    agent_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Constructor keywords for the agent (signature=, tools=, ...)"
+    )
 
     def __init__(self, agent_cls: type | None = None, /, **data: Any) -> None:
         if agent_cls is not None:

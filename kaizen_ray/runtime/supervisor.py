@@ -204,7 +204,8 @@ class SupervisorActor(ControlMethods):
         while True:
             try:
                 child.actor = AgentActor.options(**options).remote(
-                    child.spec.agent_cls, child.full_name, child.spec.config, child.storage_path, self._namespace
+                    child.spec.agent_cls, child.full_name, child.spec.config, child.storage_path, self._namespace,
+                    child.spec.agent_kwargs,
                 )
                 break
             except ValueError:
