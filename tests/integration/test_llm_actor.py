@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+import ray.cloudpickle
 
 import kaizen_ray as kr
 from tests._support.openai_server import OpenAIServer, Reply
 
 pytestmark = pytest.mark.ray
+
+# The signature and tools below ship to the actors by value: workers cannot import a test module.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class Answer(kr.Signature):

@@ -192,7 +192,7 @@ def test_the_api_key_is_sent_but_never_written_logged_or_shown(server, tmp_path,
     with caplog.at_level(logging.DEBUG):
         result = run(agent.run_autonomous("how are you"))
     assert result["status"] == "completed" and result["output"] == {"answer": "fine"}
-    assert server.requests[0].headers["Authorization"] == f"Bearer {secret}"
+    assert server.requests[0].headers["authorization"] == f"Bearer {secret}"
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
