@@ -288,3 +288,20 @@ def test_tool_schemas_come_from_type_hints_and_docstrings():
     assert schema["name"] == "add" and schema["description"] == "Add two integers."
     assert schema["parameters"]["required"] == ["a", "b"]
     assert schema["parameters"]["properties"]["b"] == {"description": "the second", "type": "integer"}
+
+
+def test_an_interrupt_cuts_a_retry_backoff_short_and_no_further_call_is_made(server, tmp_path):
+    server.replies([Reply(status=503)])
+    # A 10-minute backoff: only the interrupt can end this run within the test's timeout.
+    cfg = config(server, tmp_path).model_copy(update={"llm_retry_backoff_s": 600.0})
+    agent = kr.BaseAutonomousAgent(config=cfg, signature=Answer())
+
+    async def main():
+        task = asyncio.ensure_future(agent.run_autonomous("flaky server"))
+        await asyncio.to_thread(server.wait_requests, 1, 30)
+        agent.interrupt_manager.request_interrupt("programmatic", "graceful", "stop retrying")
+        return await asyncio.wait_for(task, 60)
+
+    result = run(main())
+    assert (result["status"], result["interrupt_reason"].message) == ("interrupted", "stop retrying")
+    assert len(server.requests) == 1 and result["usage"]["calls"] == 0
