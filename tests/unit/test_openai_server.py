@@ -196,6 +196,17 @@ def test_a_reset_surfaces_as_a_connection_error(server):
     assert [r.outcome for r in server.requests] == ["reset", "answered"]
 
 
+def test_a_reset_is_a_tcp_reset_not_a_clean_close(server):
+    server.reply(Reply(reset=True))
+    body = json.dumps({"model": "m", "messages": USER}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head.encode() + body)
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1024)  # a clean close would return b"" instead
+    server.wait_for(lambda reqs: reqs[0].outcome == "reset", what="the reset recorded")
+
+
 def test_an_empty_script_answers_500_naming_it(server):
     with pytest.raises(openai.InternalServerError, match="no scripted reply"):
         _run(lambda c: c.chat.completions.create(model="m", messages=USER), server)
@@ -241,7 +252,7 @@ def _server_threads(port: int) -> list[str]:
 def test_stop_ends_every_thread_and_socket_even_with_open_connections():
     release = threading.Event()
     server = OpenAIServer().start()
-    port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+    port = server.port
     server.replies([Reply(content="kept alive"), Reply(content="held", hold=release)])
 
     async def leave_connections_open():
