@@ -25,14 +25,15 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any, Self
 
 from kaizen_ray.core.errors import ConfigError
 
 from .openai_wire import Recorded, Reply, completion_body, error_body, stream_chunks
 
-__all__ = ["OpenAIServer", "Reply", "Recorded"]
+__all__ = ["OpenAIServer", "Recorded", "Reply"]
 
 log = logging.getLogger("kaizen_ray.testing.openai_server")
 
@@ -55,7 +56,10 @@ class OpenAIServer:
     """
 
     def __init__(self, *, models: Iterable[str] = ("test-model",)) -> None:
-        self.models = [str(m) for m in models]
+        names = [models] if isinstance(models, str) else list(models)
+        if isinstance(models, str) or not all(isinstance(m, str) and m for m in names):
+            raise ConfigError("models", models, "an iterable of non-empty model names (str)")
+        self.models = names
         self._cond = threading.Condition()
         self._script: collections.deque[Reply] = collections.deque()
         self._records: list[Recorded] = []
@@ -65,7 +69,7 @@ class OpenAIServer:
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------
-    def start(self) -> OpenAIServer:
+    def start(self) -> Self:
         """Listen on an ephemeral port and serve from a background thread; returns the server.
 
         >>> server = OpenAIServer().start()
@@ -106,7 +110,7 @@ class OpenAIServer:
         if alive:
             raise RuntimeError(f"OpenAIServer.stop: threads still alive after {timeout}s: {alive}")
 
-    def __enter__(self) -> OpenAIServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -272,15 +276,16 @@ class _HTTPServer(ThreadingHTTPServer):
             except OSError:
                 pass  # already closed by its handler
 
-    def handleerror_body(self, request: Any, client_address: Any) -> None:
-        log.debug("openai loopback server: connection from %s failed", client_address, exc_info=True)
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver calls this inside its except block; the default prints the traceback to stderr
+        log.debug("openai loopback server: connection from %s failed", client_address, exc_info=True)  # noqa: LOG014
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as the real API
     server: _HTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's parameter name
         log.debug("openai loopback server: " + format, *args)
 
     def do_GET(self) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from kaizen_ray.core.errors import ConfigError
 
-__all__ = ["Reply", "Recorded", "error_body", "completion_body", "stream_chunks"]
+__all__ = ["Recorded", "Reply", "completion_body", "error_body", "stream_chunks"]
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 429: "rate_limit_error"}

@@ -15,9 +15,8 @@ import pytest
 
 openai = pytest.importorskip("openai", reason="the LLM tests need the openai package (kaizen_ray[llm])")
 
-from tests._support.openai_server import OpenAIServer, Recorded, Reply  # noqa: E402
-
-from kaizen_ray.core.errors import ConfigError  # noqa: E402
+from kaizen_ray.core.errors import ConfigError
+from tests._support.openai_server import OpenAIServer, Recorded, Reply
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -238,6 +237,12 @@ def test_a_bad_reply_is_refused_naming_the_field_and_value(kwargs, field):
     with pytest.raises(ConfigError) as info:
         Reply(**kwargs)
     assert info.value.field == field and repr(info.value.value) in str(info.value)
+
+
+@pytest.mark.parametrize("models", ["gpt-x", ["ok", ""], [3]])
+def test_bad_model_names_are_refused(models):
+    with pytest.raises(ConfigError, match="models must be an iterable of non-empty model names"):
+        OpenAIServer(models=models)
 
 
 def test_only_replies_go_into_the_script(server):
