@@ -25,133 +25,20 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any, Self
 
 from kaizen_ray.core.errors import ConfigError
 
-__all__ = ["OpenAIServer", "Reply", "Recorded"]
+from .openai_wire import Recorded, Reply, completion_body, error_body, stream_chunks
+
+__all__ = ["OpenAIServer", "Recorded", "Reply"]
 
 log = logging.getLogger("kaizen_ray.testing.openai_server")
 
 # A held response looks this often for the client having gone (EOF on its socket).
 _POLL_S = 0.005
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error"}
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One scripted answer to one ``POST /v1/chat/completions``.
-
-    ``tool_calls`` are ``(name, arguments)`` pairs; a dict is sent as a JSON
-    string (as the API does), a str is sent as it is (malformed arguments).
-    Their ids are ``call_1``, ``call_2``, ... counted over the server's life.
-    ``status`` other than 200 answers an OpenAI-style ``{"error": {...}}``;
-    ``reset`` closes the connection without any response. ``hold`` keeps the
-    whole response back until the event is set; ``stream_hold`` pauses a
-    streamed answer after its first two chunks (role, first piece) until set.
-    ``finish_reason`` defaults to ``"tool_calls"`` or ``"stop"``.
-
-    >>> Reply(tool_calls=[("add", {"a": 1})]).finish
-    'tool_calls'
-    >>> Reply(status=429).status
-    429
-    """
-
-    content: str | None = None
-    tool_calls: tuple[tuple[str, dict | str], ...] = ()
-    prompt_tokens: int = 10
-    completion_tokens: int = 5
-    status: int = 200
-    error_message: str | None = None
-    hold: threading.Event | None = None
-    stream_hold: threading.Event | None = None
-    delay_s: float = 0.0
-    reset: bool = False
-    finish_reason: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.content is not None and not isinstance(self.content, str):
-            raise ConfigError("Reply.content", self.content, "a str or None")
-        calls = _check_tool_calls(self.tool_calls)
-        object.__setattr__(self, "tool_calls", calls)
-        for name in ("prompt_tokens", "completion_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"Reply.{name}", value, "an int >= 0")
-        if isinstance(self.status, bool) or not isinstance(self.status, int) or not (
-            self.status == 200 or 400 <= self.status <= 599
-        ):
-            raise ConfigError("Reply.status", self.status, "200 or an error status 400..599")
-        for name in ("hold", "stream_hold"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), threading.Event):
-                raise ConfigError(f"Reply.{name}", getattr(self, name), "a threading.Event or None")
-        if isinstance(self.delay_s, bool) or not isinstance(self.delay_s, (int, float)) or not self.delay_s >= 0:
-            raise ConfigError("Reply.delay_s", self.delay_s, "a number of seconds >= 0")
-
-    @property
-    def finish(self) -> str:
-        """The ``finish_reason`` sent: the scripted one, else ``tool_calls`` or ``stop``.
-
-        >>> Reply(content="x").finish
-        'stop'
-        """
-        return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
-
-
-def _check_tool_calls(calls: Any) -> tuple[tuple[str, dict | str], ...]:
-    if isinstance(calls, (str, bytes, dict)) or not isinstance(calls, Iterable):
-        raise ConfigError("Reply.tool_calls", calls, "a list of (name, arguments) pairs")
-    checked = []
-    for call in calls:
-        if not (isinstance(call, (tuple, list)) and len(call) == 2 and isinstance(call[0], str) and call[0]
-                and isinstance(call[1], (dict, str))):
-            raise ConfigError("Reply.tool_calls", call, "a (name, arguments) pair: a non-empty str and a dict or str")
-        checked.append((call[0], call[1]))
-    return tuple(checked)
-
-
-@dataclass
-class Recorded:
-    """What the server saw of one chat-completion request, and how it ended.
-
-    ``headers`` has lower-cased names (``headers["authorization"]``). ``outcome``
-    is ``"pending"`` while in flight, then ``"answered"`` (sent in full),
-    ``"abandoned"`` (the client closed the connection first), ``"reset"``
-    (scripted reset) or ``"error"`` (an error status was sent: scripted, no
-    scripted reply, bad JSON; or the server stopped while holding it).
-
-    >>> r = Recorded(index=0, body={"model": "m", "stream": True}, headers={})
-    >>> r.stream, r.model, r.outcome
-    (True, 'm', 'pending')
-    """
-
-    index: int
-    body: dict | None
-    headers: dict[str, str]
-    reply: Reply | None = None
-    outcome: str = "pending"
-    status: int | None = None
-
-    @property
-    def stream(self) -> bool:
-        """Whether the request asked for a streamed answer.
-
-        >>> Recorded(index=0, body={}, headers={}).stream
-        False
-        """
-        return bool(self.body and self.body.get("stream"))
-
-    @property
-    def model(self) -> str | None:
-        """The model the request named.
-
-        >>> Recorded(index=0, body={"model": "m"}, headers={}).model
-        'm'
-        """
-        return self.body.get("model") if self.body else None
 
 
 class OpenAIServer:
@@ -169,7 +56,10 @@ class OpenAIServer:
     """
 
     def __init__(self, *, models: Iterable[str] = ("test-model",)) -> None:
-        self.models = [str(m) for m in models]
+        names = [models] if isinstance(models, str) else list(models)
+        if isinstance(models, str) or not all(isinstance(m, str) and m for m in names):
+            raise ConfigError("models", models, "an iterable of non-empty model names (str)")
+        self.models = names
         self._cond = threading.Condition()
         self._script: collections.deque[Reply] = collections.deque()
         self._records: list[Recorded] = []
@@ -179,7 +69,7 @@ class OpenAIServer:
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------
-    def start(self) -> OpenAIServer:
+    def start(self) -> Self:
         """Listen on an ephemeral port and serve from a background thread; returns the server.
 
         >>> server = OpenAIServer().start()
@@ -220,7 +110,7 @@ class OpenAIServer:
         if alive:
             raise RuntimeError(f"OpenAIServer.stop: threads still alive after {timeout}s: {alive}")
 
-    def __enter__(self) -> OpenAIServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -234,9 +124,19 @@ class OpenAIServer:
         ...     server.base_url.endswith("/v1")
         True
         """
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (chosen by the system at start).
+
+        >>> with OpenAIServer() as server:
+        ...     server.port > 0
+        True
+        """
         if self._httpd is None:
             raise RuntimeError("OpenAIServer is not started: use `with OpenAIServer() as server` or .start()")
-        return f"http://127.0.0.1:{self._httpd.server_port}/v1"
+        return self._httpd.server_port
 
     # --- the script ------------------------------------------------------------
     def reply(self, reply: Reply) -> None:
@@ -377,14 +277,15 @@ class _HTTPServer(ThreadingHTTPServer):
                 pass  # already closed by its handler
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("openai loopback server: connection from %s failed", client_address, exc_info=True)
+        # socketserver calls this inside its except block; the default prints the traceback to stderr
+        log.debug("openai loopback server: connection from %s failed", client_address, exc_info=True)  # noqa: LOG014
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as the real API
     server: _HTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's parameter name
         log.debug("openai loopback server: " + format, *args)
 
     def do_GET(self) -> None:
@@ -392,12 +293,12 @@ class _Handler(BaseHTTPRequestHandler):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "kaizen-test"} for m in self.server.owner.models]
             self._send_json(200, {"object": "list", "data": data})
         else:
-            self._send_json(404, _error(404, f"no route GET {self.path}"))
+            self._send_json(404, error_body(404, f"no route GET {self.path}"))
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send_json(404, _error(404, f"no route POST {self.path}"))
+            self._send_json(404, error_body(404, f"no route POST {self.path}"))
             return
         try:
             body = json.loads(raw)
@@ -408,11 +309,11 @@ class _Handler(BaseHTTPRequestHandler):
                                  {k.lower(): v for k, v in self.headers.items()})
         try:
             if rec.body is None:
-                self._send_json(400, _error(400, f"the body is not a JSON object: {raw[:200]!r}"))
+                self._send_json(400, error_body(400, f"the body is not a JSON object: {raw[:200]!r}"))
                 owner._finish(rec, "error", 400)
             elif reply is None:
                 log.warning("openai loopback server: no scripted reply for request #%d", rec.index)
-                self._send_json(500, _error(500, f"no scripted reply for request #{rec.index} (the script is empty)"))
+                self._send_json(500, error_body(500, f"no scripted reply for request #{rec.index} (the script is empty)"))
                 owner._finish(rec, "error", 500)
             else:
                 self._answer(rec, reply)
@@ -431,13 +332,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             owner._finish(rec, "reset")
         elif reply.status != 200:
-            self._send_json(reply.status, _error(reply.status, reply.error_message or f"scripted {reply.status}"))
+            self._send_json(reply.status, error_body(reply.status, reply.error_message or f"scripted {reply.status}"))
             owner._finish(rec, "error", reply.status)
         elif rec.stream:
             if self._stream(rec, reply):
                 owner._finish(rec, "answered", 200)
         else:
-            self._send_json(200, _completion(rec, reply, owner._call_ids(len(reply.tool_calls))))
+            self._send_json(200, completion_body(rec, reply, owner._call_ids(len(reply.tool_calls))))
             owner._finish(rec, "answered", 200)
 
     def _wait(self, rec: Recorded, event: threading.Event | None, delay_s: float) -> bool:
@@ -473,7 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        events = _stream_chunks(rec, reply, self.server.owner._call_ids(len(reply.tool_calls)))
+        events = stream_chunks(rec, reply, self.server.owner._call_ids(len(reply.tool_calls)))
         for i, event in enumerate(events):
             if i == 2 and not self._wait(rec, reply.stream_hold, 0.0):
                 return False
@@ -493,56 +394,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-
-def _error(status: int, message: str) -> dict:
-    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    code = "rate_limit_exceeded" if status == 429 else None
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def _usage(reply: Reply) -> dict:
-    p, c = reply.prompt_tokens, reply.completion_tokens
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-
-def _arguments(args: dict | str) -> str:
-    return args if isinstance(args, str) else json.dumps(args)
-
-
-def _completion(rec: Recorded, reply: Reply, ids: list[str]) -> dict:
-    message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
-    if reply.tool_calls:
-        message["tool_calls"] = [
-            {"id": i, "type": "function", "function": {"name": name, "arguments": _arguments(args)}}
-            for i, (name, args) in zip(ids, reply.tool_calls)
-        ]
-    return {"id": f"chatcmpl-{rec.index}", "object": "chat.completion", "created": int(time.time()),
-            "model": rec.model or "unknown", "system_fingerprint": None,
-            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish, "logprobs": None}],
-            "usage": _usage(reply)}
-
-
-def _pieces(text: str, n: int = 3) -> list[str]:
-    """``text`` in up to ``n`` consecutive pieces, so a client must join the deltas."""
-    size = max(1, -(-len(text) // n))
-    return [text[i:i + size] for i in range(0, len(text), size)]
-
-
-def _stream_chunks(rec: Recorded, reply: Reply, ids: list[str]) -> list[dict]:
-    base = {"id": f"chatcmpl-{rec.index}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": rec.model or "unknown", "system_fingerprint": None}
-
-    def chunk(delta: dict, finish: str | None = None) -> dict:
-        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
-
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    chunks += [chunk({"content": piece}) for piece in _pieces(reply.content or "")]
-    for index, (call_id, (name, args)) in enumerate(zip(ids, reply.tool_calls)):
-        head = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-        chunks.append(chunk({"tool_calls": [head]}))
-        chunks += [chunk({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
-                   for frag in _pieces(_arguments(args))]
-    chunks.append(chunk({}, reply.finish))
-    if ((rec.body or {}).get("stream_options") or {}).get("include_usage"):
-        chunks.append({**base, "choices": [], "usage": _usage(reply)})
-    return chunks

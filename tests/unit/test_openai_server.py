@@ -15,9 +15,8 @@ import pytest
 
 openai = pytest.importorskip("openai", reason="the LLM tests need the openai package (kaizen_ray[llm])")
 
-from tests._support.openai_server import OpenAIServer, Recorded, Reply  # noqa: E402
-
-from kaizen_ray.core.errors import ConfigError  # noqa: E402
+from kaizen_ray.core.errors import ConfigError
+from tests._support.openai_server import OpenAIServer, Recorded, Reply
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -196,6 +195,17 @@ def test_a_reset_surfaces_as_a_connection_error(server):
     assert [r.outcome for r in server.requests] == ["reset", "answered"]
 
 
+def test_a_reset_is_a_tcp_reset_not_a_clean_close(server):
+    server.reply(Reply(reset=True))
+    body = json.dumps({"model": "m", "messages": USER}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head.encode() + body)
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1024)  # a clean close would return b"" instead
+    server.wait_for(lambda reqs: reqs[0].outcome == "reset", what="the reset recorded")
+
+
 def test_an_empty_script_answers_500_naming_it(server):
     with pytest.raises(openai.InternalServerError, match="no scripted reply"):
         _run(lambda c: c.chat.completions.create(model="m", messages=USER), server)
@@ -229,6 +239,12 @@ def test_a_bad_reply_is_refused_naming_the_field_and_value(kwargs, field):
     assert info.value.field == field and repr(info.value.value) in str(info.value)
 
 
+@pytest.mark.parametrize("models", ["gpt-x", ["ok", ""], [3]])
+def test_bad_model_names_are_refused(models):
+    with pytest.raises(ConfigError, match="models must be an iterable of non-empty model names"):
+        OpenAIServer(models=models)
+
+
 def test_only_replies_go_into_the_script(server):
     with pytest.raises(ConfigError, match="must be a Reply, got 'hi'"):
         server.replies(["hi"])
@@ -241,7 +257,7 @@ def _server_threads(port: int) -> list[str]:
 def test_stop_ends_every_thread_and_socket_even_with_open_connections():
     release = threading.Event()
     server = OpenAIServer().start()
-    port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+    port = server.port
     server.replies([Reply(content="kept alive"), Reply(content="held", hold=release)])
 
     async def leave_connections_open():
