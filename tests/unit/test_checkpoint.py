@@ -419,7 +419,7 @@ def test_new_ids_are_unique_across_threads():
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(30)
     assert len(set(ids)) == 8000
 
 

@@ -296,10 +296,24 @@ def test_a_raising_callback_is_logged_and_the_thread_goes_on(
     assert any("boom" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
-def test_a_callback_may_schedule_and_cancel(sched: DeadlineScheduler) -> None:
-    second = threading.Event()
-    sched.call_later("first", 0.0, lambda: sched.call_later("second", 0.0, second.set))
-    assert second.wait(WAIT)
+def test_a_callback_may_schedule_and_cancel(fake) -> None:
+    # Callbacks run outside the scheduler's lock: one that calls back into it must not deadlock.
+    sched, clock = fake
+    victim, second = threading.Event(), threading.Event()
+    cancelled: list[bool] = []
+
+    def first() -> None:
+        cancelled.append(sched.cancel("victim"))
+        sched.call_at("second", 1000.0, second.set)  # already due: fires on the thread's next pass
+
+    sched.call_at("victim", 1050.0, victim.set)
+    sched.call_at("first", 1010.0, first)
+    advance(sched, clock, 1010.0)  # only "first" is due
+    assert second.wait(WAIT), "a deadline scheduled from a callback never fired"
+    assert cancelled == [True] and "victim" not in sched
+    advance(sched, clock, 1100.0)  # past the victim's due: had the cancel not worked, it would fire now
+    assert settled(sched)
+    assert not victim.is_set() and len(sched) == 0
 
 
 def test_thread_starts_lazily_and_close_stops_it() -> None:

@@ -294,10 +294,10 @@ def test_concurrent_requests_keep_the_invariants() -> None:
 
     def worker(i: int) -> None:
         for rnd in range(rounds):
-            start.wait()
+            start.wait(10)
             src, md = plan[rnd][i]
             results[i] = parent.request_interrupt(src, md, f"{rnd}:{i}")
-            done.wait()
+            done.wait(10)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
     for rnd in range(rounds):
