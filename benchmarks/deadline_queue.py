@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import math
 import time
 
@@ -43,7 +44,7 @@ def queue_round(count: int) -> tuple[float, bool]:
         q.cancel(("agent", i))
     popped = q.pop_due(math.inf)
     elapsed = time.perf_counter() - t0
-    right = len(popped) == count // 2 and all(a[1] <= b[1] for a, b in zip(popped, popped[1:])) and len(q) == 0
+    right = len(popped) == count // 2 and all(a[1] <= b[1] for a, b in itertools.pairwise(popped)) and len(q) == 0
     return elapsed, right
 
 
@@ -75,7 +76,9 @@ def main(argv: list[str] | None = None) -> bool:
         right &= ok
         measured.append(elapsed)
         baseline.append(heapq_round(count))
-    per = lambda xs: [x / count * 1e9 for x in xs]  # noqa: E731 - ns per deadline
+    def per(xs: list[float]) -> list[float]:  # ns per deadline
+        return [x / count * 1e9 for x in xs]
+
     rows = [_report.row(f"DeadlineQueue, {count} deadlines", per(measured), per(baseline), "bare heapq push/pop, same run")]
     print(_report.table(f"cost per deadline over {rounds} rounds", "ns per deadline", rows))
 

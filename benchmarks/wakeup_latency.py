@@ -63,11 +63,13 @@ def thread_samples(n: int) -> tuple[list[float], list[float]]:
     for _ in range(n):
         m = InterruptManager()
         measured.append(1e6 * _thread_wake(
-            lambda: m.wait(_REGISTER_BOUND_S), lambda: len(m._cond._waiters) == 1,
-            lambda: m.request_interrupt(InterruptSource.PROGRAMMATIC, InterruptMode.GRACEFUL, "go"),
+            lambda m=m: m.wait(_REGISTER_BOUND_S), lambda m=m: len(m._cond._waiters) == 1,
+            lambda m=m: m.request_interrupt(InterruptSource.PROGRAMMATIC, InterruptMode.GRACEFUL, "go"),
         ))  # fmt: skip
         e = threading.Event()
-        baseline.append(1e6 * _thread_wake(lambda: e.wait(_REGISTER_BOUND_S), lambda: len(e._cond._waiters) == 1, e.set))
+        baseline.append(1e6 * _thread_wake(
+            lambda e=e: e.wait(_REGISTER_BOUND_S), lambda e=e: len(e._cond._waiters) == 1, e.set
+        ))  # fmt: skip
     return measured, baseline
 
 
@@ -93,11 +95,13 @@ def async_samples(n: int) -> tuple[list[float], list[float]]:
         for _ in range(n):
             m = InterruptManager()
             measured.append(1e6 * one(
-                m.wait_async(), lambda: len(m._async_waiters) == 1,
-                lambda: m.request_interrupt(InterruptSource.PROGRAMMATIC, InterruptMode.GRACEFUL, "go"),
+                m.wait_async(), lambda m=m: len(m._async_waiters) == 1,
+                lambda m=m: m.request_interrupt(InterruptSource.PROGRAMMATIC, InterruptMode.GRACEFUL, "go"),
             ))  # fmt: skip
             event = asyncio.Event()
-            baseline.append(1e6 * one(event.wait(), lambda: len(event._waiters) == 1, lambda: loop.call_soon_threadsafe(event.set)))
+            baseline.append(1e6 * one(
+                event.wait(), lambda ev=event: len(ev._waiters) == 1, lambda ev=event: loop.call_soon_threadsafe(ev.set)
+            ))  # fmt: skip
     finally:
         loop.call_soon_threadsafe(loop.stop)
         runner.join(_REGISTER_BOUND_S)

@@ -15,7 +15,7 @@ from typing import Any
 
 import kaizen_ray as kr
 
-__all__ = ["WAIT_S", "Counter", "AwaitsAtCycle", "BlocksAtCycle"]
+__all__ = ["WAIT_S", "AwaitsAtCycle", "BlocksAtCycle", "Counter"]
 
 #: The longest any helper here blocks: well below pytest's 180 s, so a broken
 #: test fails with its own message and leaves no thread behind for long.

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from kaizen_ray.core.handlers import BudgetInterruptHandler
+from kaizen_ray.core.interrupts import InterruptManager
 from kaizen_ray.runtime.budget import BudgetActor, BudgetScope, RayBudgetClient
 from kaizen_ray.runtime.timer import TimerLogic
-from kaizen_ray.core.interrupts import InterruptManager
 
 
 WAIT_S = 10.0  # bound on waiting for the loop; never reached when all is well
