@@ -1,0 +1,1 @@
+"""Helpers shared by the test tiers (agents, waiting); never imported by the library."""
