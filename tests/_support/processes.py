@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["BUDGET_S", "ROOT", "Completed", "Process", "clean_env", "run"]
+__all__ = ["BUDGET_S", "ROOT", "Completed", "Process", "alive", "clean_env", "descendants", "group_members", "run"]
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET_S = 140.0  # all of one process's waits together; pytest's own timeout is 180 s per test
@@ -145,15 +145,30 @@ class Process:
         return max(0.0, min(timeout, self._deadline - time.monotonic()))
 
     def output(self) -> str:
-        """Its stdout so far and the tail of its stderr, for failure messages."""
+        """Its stdout so far (read or not) and the tail of its stderr, for failure messages."""
+        while True:  # lines printed but not awaited belong in the message too
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._eof = True
+            else:
+                self.lines.append(line)
         self._stderr.flush()
         return (
             f"--- {self.name}: {' '.join(self.argv)}\n--- stdout ---\n" + "\n".join(self.lines)
             + f"\n--- stderr (tail) ---\n{self.stderr_path.read_text()[-4000:]}"
         )
 
+    def _fail_if_ended(self, awaited: str) -> None:
+        if self._eof:
+            code = self.proc.wait(self._bound(30))
+            pytest.fail(f"{self.name} exited ({code}) while {awaited} was awaited:\n{self.output()}")
+
     def next_line(self, timeout: float) -> str:
         """The next stdout line; fails the test if the child exits first or says nothing in time."""
+        self._fail_if_ended("a line")
         bound = self._bound(timeout)
         try:
             line = self._queue.get(timeout=bound)
@@ -168,6 +183,7 @@ class Process:
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
         """The first new stdout line matching ``pattern`` (lines before it are kept in ``lines``)."""
+        self._fail_if_ended(repr(pattern))
         deadline = time.monotonic() + self._bound(timeout)
         while True:
             left = deadline - time.monotonic()
@@ -243,6 +259,10 @@ class Process:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        # SIGKILL is delivered asynchronously: return once the group is really gone (bounded).
+        deadline = time.monotonic() + _TERM_GRACE_S
+        while (group_members(self.proc.pid) or any(alive(p) for p in self.tree)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 try:
@@ -257,6 +277,23 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):  # the group has ended
         pass
+
+
+def group_members(pgid: int) -> set[int]:
+    """The live processes of process group ``pgid`` (empty where there is no /proc)."""
+    members = set()
+    if not Path("/proc").is_dir():
+        return members
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.add(int(entry.name))
+    return members
 
 
 @dataclass
