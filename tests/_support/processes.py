@@ -8,7 +8,7 @@ whole group with ``os.killpg``. Every wait is bounded by the process's own
 ``budget_s`` as well as its own timeout, so that a hung child fails the test
 with its own message and output, well before pytest's 180 s timeout.
 
-    >>> done = run([sys.executable, "-c", "print('hi')"], timeout=30)  # doctest: +SKIP
+    >>> done = run([sys.executable, "-c", "print('hi')"], timeout=30)
     >>> done.returncode, done.stdout
     (0, 'hi\\n')
 """
@@ -93,7 +93,7 @@ def alive(pid: int) -> bool:
 class Process:
     """One child in its own session: stdout line by line, stderr in a file, its process tree tracked.
 
-    >>> child = Process([sys.executable, "-c", "print('READY')"], name="hello")  # doctest: +SKIP
+    >>> child = Process([sys.executable, "-c", "print('READY')"], name="hello")
     >>> child.wait_for(r"^READY$", 30).group(0), child.finish(30)
     ('READY', 0)
     >>> child.close()
@@ -318,7 +318,7 @@ def run(
 
     ``timeout`` is capped at 120 s so the failure is ours, not pytest's.
 
-    >>> run([sys.executable, "-c", "import sys; sys.exit(3)"], timeout=30).returncode  # doctest: +SKIP
+    >>> run([sys.executable, "-c", "import sys; sys.exit(3)"], timeout=30).returncode
     3
     """
     timeout = min(timeout, 120.0)
