@@ -1,1 +1,1 @@
-"""Helpers shared by the test tiers (agents, waiting); never imported by the library."""
+"""Shared test support: agents, waits, subprocesses, and the loopback servers the tests start themselves."""
