@@ -41,6 +41,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # One line per benchmark module (``benchmarks/<name>.py``), cheapest first.
 REGISTERED: tuple[str, ...] = (
     "timer_lateness",
+    "wakeup_latency",
+    "deadline_lateness",
+    "deadline_queue",
 )
 
 
