@@ -50,6 +50,13 @@ def test_max_cycles_counts_across_resumes(tmp_path):
     assert again["cycles"] == 6 and again["state"]["n"] == 6
 
 
+def test_the_last_cycle_before_max_cycles_is_checkpointed_once(tmp_path):
+    # checkpoint_frequency=1 saves after every cycle, but the final save of cycle 4 is the only one of it.
+    result = run(Counter(config=cfg(tmp_path, max_cycles=4, checkpoint_frequency=1)).run_autonomous(100))
+    cycles = [info.cycle for info in kr.list_checkpoints(tmp_path, agent="Counter")]
+    assert cycles == [1, 2, 3, 4] and result["checkpoint_id"] == kr.list_checkpoints(tmp_path)[-1].id
+
+
 def test_graceful_interrupt_lets_the_cycle_in_flight_finish_and_commit(tmp_path):
     agent = BlocksAtCycle(config=cfg(tmp_path), block_at=2)
 
