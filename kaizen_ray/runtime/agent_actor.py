@@ -41,6 +41,7 @@ from kaizen_ray.core.config import AutonomousConfig
 from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
+from kaizen_ray.runtime._proxy import child_key
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime.budget import RayBudgetClient
 from kaizen_ray.runtime.checkpoints import get_or_create_store
@@ -294,25 +295,11 @@ class ControlMethods:
         # manager knows its children by identity: keep the copy first added,
         # per actor, so that adding one twice is one child and removing finds it.
         wired: dict[Any, Any] = self.__dict__.setdefault("_wired_children", {})
-        key = _child_key(child)
+        key = child_key(child)
         if method == "add_child":
             manager.add_child(wired.setdefault(key, child))
         elif key in wired:
             manager.remove_child(wired.pop(key))
-
-
-def _child_key(child: Any) -> Any:
-    """One key for every copy of one actor's handle or proxy (other children: the object itself).
-
-    >>> class Other:
-    ...     def request_interrupt(self, *args): return True
-    >>> other = Other(); _child_key(other) == ("object", id(other))
-    True
-    """
-    handle = getattr(child, "_handle", child)  # an InterruptManagerProxy wraps its actor's handle
-    actor = getattr(handle, "actor", None)
-    actor_id = getattr(actor, "_actor_id", None)
-    return ("actor", actor_id) if actor_id is not None else ("object", id(child))
 
 
 @ray.remote(concurrency_groups={"control": 16}, max_restarts=0)
@@ -340,6 +327,7 @@ class AgentActor(ControlMethods):
         self._budget = RayBudgetClient(name, manager, local=LocalBudgetClient(manager))
         self._runtime.budget = self._budget
         self._system = SystemHandlers(name, storage_path, namespace)
+        self._run_going = False
 
     def __repr__(self) -> str:
         # Ray shows the repr once, right after __init__, and never again: name
@@ -370,11 +358,20 @@ class AgentActor(ControlMethods):
         self._budget.remove_scope(scope)
 
     async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
-        await self._system.run_started()
+        # Claimed before the first await (one event loop: no other run() can
+        # slip in between), and refused before the deadlines are touched: they
+        # belong to the run that goes on.
+        if self._run_going:
+            raise RuntimeError(f"agent {self._name!r} is already running (a second run must wait for the first to end)")
+        self._run_going = True
         try:
-            return shippable_result(await self._runtime.run(task, resume_from_checkpoint))
+            await self._system.run_started()
+            try:
+                return shippable_result(await self._runtime.run(task, resume_from_checkpoint))
+            finally:
+                await self._system.run_ended()
         finally:
-            await self._system.run_ended()
+            self._run_going = False
 
 
 def shippable_result(result: dict[str, Any]) -> dict[str, Any]:

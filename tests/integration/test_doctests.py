@@ -23,7 +23,8 @@ RAY_SIDE = sorted(
 RUNNABLE = {
     "kaizen_ray.runtime._actors": 3,
     "kaizen_ray.runtime._namespaces": 3,
-    "kaizen_ray.runtime.agent_actor": 10,
+    "kaizen_ray.runtime._proxy": 2,
+    "kaizen_ray.runtime.agent_actor": 8,
     "kaizen_ray.runtime.budget": 4,
     "kaizen_ray.runtime.timer": 7,
 }
