@@ -44,6 +44,7 @@ REGISTERED: tuple[str, ...] = (
     "wakeup_latency",
     "deadline_lateness",
     "deadline_queue",
+    "control_latency",
 )
 
 

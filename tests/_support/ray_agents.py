@@ -33,7 +33,7 @@ import ray
 import ray.cloudpickle
 
 import kaizen_ray as kr
-from _support.waiting import wait_until
+from tests._support.waiting import wait_until
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

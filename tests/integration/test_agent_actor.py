@@ -23,8 +23,8 @@ import kaizen_ray as kr
 from kaizen_ray import AgentGoneError
 from kaizen_ray.runtime.timer import get_or_create_timer
 
-from _support.ray_agents import AwaitsForever, BlocksForever, BlocksItsLoop, Counter, Polite, WaitsForRelease, run_driver
-from _support.waiting import wait_until
+from tests._support.ray_agents import AwaitsForever, BlocksForever, BlocksItsLoop, Counter, Polite, WaitsForRelease, run_driver
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 

@@ -16,7 +16,7 @@ import pytest
 
 import kaizen_ray as kr
 
-from _support.ray_agents import run_driver
+from tests._support.ray_agents import run_driver
 
 pytestmark = [pytest.mark.ray, pytest.mark.own_ray, pytest.mark.usefixtures("own_ray")]
 
@@ -29,7 +29,7 @@ PLAIN_DRIVER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import ray
     import kaizen_ray as kr
-    from _support.ray_agents import Counter
+    from tests._support.ray_agents import Counter
     from kaizen_ray.runtime._namespaces import is_anonymous_namespace
 
     ray.init(address="local", num_cpus=2, include_dashboard=False)  # no namespace: an anonymous one

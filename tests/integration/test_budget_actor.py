@@ -21,8 +21,8 @@ import ray
 import kaizen_ray as kr
 from kaizen_ray.core.budget import MONEY_TOLERANCE
 
-from _support.ray_agents import Spender
-from _support.waiting import wait_until
+from tests._support.ray_agents import Spender
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 

@@ -19,8 +19,8 @@ from kaizen_ray.core.checkpoint import Checkpoint, decode_checkpoint, encode_che
 from kaizen_ray.runtime.agent_actor import load_from_store
 from kaizen_ray.runtime.checkpoints import STORE_NAME, get_or_create_store
 
-from _support.ray_agents import Counter, Polite
-from _support.waiting import wait_until
+from tests._support.ray_agents import Counter, Polite
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 

@@ -16,8 +16,8 @@ from ray.exceptions import RayActorError
 
 import kaizen_ray as kr
 
-from _support.ray_agents import Spender
-from _support.waiting import wait_until
+from tests._support.ray_agents import Spender
+from tests._support.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.own_ray]
 

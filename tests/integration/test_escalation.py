@@ -22,8 +22,8 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
-from _support.ray_agents import BlocksForever, BlocksItsLoop, RecordsInterrupts, SwallowsCancellation, read_history
-from _support.waiting import wait_until
+from tests._support.ray_agents import BlocksForever, BlocksItsLoop, RecordsInterrupts, SwallowsCancellation, read_history
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 

@@ -22,8 +22,8 @@ from kaizen_ray.core.errors import ConfigError
 from kaizen_ray.runtime._actors import CONTROL_TIMEOUT_S
 from kaizen_ray.runtime.timer import get_or_create_timer
 
-from _support.ray_agents import BLOCK_S, Counter, counting
-from _support.waiting import wait_until
+from tests._support.ray_agents import BLOCK_S, Counter, counting
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 

@@ -14,7 +14,7 @@ import ray
 
 import kaizen_ray as kr
 
-from _support.ray_agents import Counter, counting, expected_state
+from tests._support.ray_agents import Counter, counting, expected_state
 
 pytestmark = [pytest.mark.ray, pytest.mark.own_ray, pytest.mark.usefixtures("own_ray")]
 

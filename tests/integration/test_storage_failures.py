@@ -23,7 +23,7 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
-from _support.ray_agents import BLOCK_S
+from tests._support.ray_agents import BLOCK_S
 
 pytestmark = pytest.mark.ray
 

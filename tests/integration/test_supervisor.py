@@ -19,7 +19,7 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
-from _support.ray_agents import Counter, expected_state, wait_for_checkpointed_cycle
+from tests._support.ray_agents import Counter, expected_state, wait_for_checkpointed_cycle
 
 pytestmark = pytest.mark.ray
 

@@ -18,8 +18,8 @@ import kaizen_ray as kr
 from kaizen_ray.core.errors import AgentGoneError, ConfigError
 from kaizen_ray.runtime.supervisor import _Child
 
-from _support.ray_agents import Counter, child_status
-from _support.waiting import wait_until
+from tests._support.ray_agents import Counter, child_status
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 

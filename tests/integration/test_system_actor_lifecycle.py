@@ -18,8 +18,8 @@ import kaizen_ray as kr
 
 from kaizen_ray.runtime.timer import GcsDeadlineStore, get_or_create_timer
 
-from _support.ray_agents import Counter
-from _support.waiting import wait_until
+from tests._support.ray_agents import Counter
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 

@@ -19,8 +19,8 @@ import ray
 import kaizen_ray as kr
 from kaizen_ray.runtime.timer import TIMER_NAME, GcsDeadlineStore, get_or_create_timer
 
-from _support.ray_agents import AwaitsForever, BlocksForever, Counter, counting
-from _support.waiting import wait_until
+from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, counting
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
