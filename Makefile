@@ -1,6 +1,10 @@
 # Two entry points do all the set-up on a fresh machine with Python 3.11, pip and make:
 #   make demo   the main job: a supervised swarm on an embedded local Ray
-#   make test   the whole test suite
+#   make test   the whole test suite, fast tiers first: unit, then integration, then e2e
+# and, once set up:
+#   make test-unit / test-integration / test-e2e   one tier
+#   make bench          every benchmark (figures in benchmarks/results/summary.md)
+#   make bench-quick    the same with --quick, a smoke test (or: make bench QUICK=1)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-unit bench clean
+.PHONY: demo test test-unit test-integration test-e2e bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +24,22 @@ demo: $(STAMP)
 	$(BIN)/kaizen-ray demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests/unit tests/integration tests/e2e
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(if $(QUICK),--quick)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

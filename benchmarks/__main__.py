@@ -1,15 +1,172 @@
-"""Run every benchmark: ``python -m benchmarks`` (or ``make bench``)."""
+"""Run every registered benchmark: ``python -m benchmarks [--quick] [--only NAME ...]`` (``make bench``).
+
+Each benchmark is a module of this package with ``main(argv) -> bool``: it
+measures a figure against a baseline taken in the same run, prints a table,
+writes ``benchmarks/results/<name>.json`` and returns whether its target was
+met. This runner calls each in turn (``--quick``: a few iterations, the CI
+smoke test), then writes ``benchmarks/results/summary.md``, one table row per
+figure.
+
+No target is asserted: a missed target is reported, not fatal (the machine may
+be busy). A benchmark that *crashes* (raises, or writes no results) makes the
+exit code 1, so CI notices a benchmark that no longer runs. ``--strict`` also
+fails on a missed target.
+
+JSON a benchmark writes: any object; the runner reads ``figures``, a list of
+``{"figure", "value", "unit", "baseline", "ratio", "target", "met"}`` (all but
+``figure`` and ``value`` optional). Without ``figures`` every numeric leaf
+becomes a row, named by its path.
+
+    >>> _rows_from({"figures": [{"figure": "p99", "value": 8.7, "unit": "ms", "ratio": 1.3}]})[0]["value"]
+    8.7
+    >>> [r["figure"] for r in _rows_from({"timer": {"p50": 1.0, "p99": 2.0}, "n": 5, "name": "x"})]
+    ['timer.p50', 'timer.p99', 'n']
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import json
+import logging
 import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from benchmarks import timer_lateness
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# One line per benchmark module (``benchmarks/<name>.py``), cheapest first.
+REGISTERED: tuple[str, ...] = (
+    "timer_lateness",
+    "wakeup_latency",
+    "deadline_lateness",
+    "deadline_queue",
+    "control_latency",
+)
 
 
-def main() -> int:
-    ok = timer_lateness.main()
-    return 0 if ok else 1
+@dataclass
+class Outcome:
+    """What one benchmark did: its figures, whether it met its target, or how it crashed."""
+
+    name: str
+    met: bool | None = None
+    crashed: str | None = None
+    seconds: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rows_from(data: Any) -> list[dict[str, Any]]:
+    """Table rows from a benchmark's JSON: its ``figures``, else every numeric leaf by path."""
+    if isinstance(data, dict) and isinstance(data.get("figures"), list):
+        return [dict(f) for f in data["figures"] if isinstance(f, dict) and "figure" in f]
+    rows: list[dict[str, Any]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, (int, float)):
+            rows.append({"figure": path, "value": value})
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{path}.{key}" if path else str(key))
+
+    walk(data, "")
+    return rows
+
+
+def _shutdown_ray() -> None:
+    """A benchmark that crashed may leave its Ray up; the next one starts its own."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def run_one(name: str, quick: bool) -> Outcome:
+    """Import ``benchmarks.<name>`` and call its ``main``; a crash is caught and described."""
+    outcome = Outcome(name)
+    result_file = RESULTS / f"{name}.json"
+    result_file.unlink(missing_ok=True)  # a stale file must not pass for this run's figures
+    started = time.perf_counter()
+    try:
+        module = importlib.import_module(f"benchmarks.{name}")
+        met = module.main(["--quick"] if quick else [])
+        if not isinstance(met, bool):
+            raise TypeError(f"benchmarks.{name}.main returned {met!r}; expected a bool (target met)")
+        outcome.met = met
+        if not result_file.is_file():
+            raise FileNotFoundError(f"benchmarks.{name} wrote no {result_file}")
+        outcome.rows = _rows_from(json.loads(result_file.read_text()))
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from argparse is a crash too; Ctrl+C is not
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        traceback.print_exc()
+        outcome.crashed = f"{type(exc).__name__}: {exc}"
+    finally:
+        _shutdown_ray()
+        outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def summary(outcomes: list[Outcome], quick: bool) -> str:
+    """The Markdown summary: one row per figure, and one per crashed benchmark."""
+    lines = [
+        f"# Benchmarks ({'quick' if quick else 'full'} run, {time.strftime('%Y-%m-%d %H:%M:%S')})",
+        "",
+        "| benchmark | figure | value | unit | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        if o.crashed:
+            lines.append(f"| {o.name} | CRASHED | {_cell(o.crashed)} | | | | | |")
+            continue
+        for r in o.rows or [{"figure": "(no figures)"}]:
+            met = r.get("met", o.met if "target" in r else None)  # "met" only where there is a target
+            cells = [o.name, r["figure"], r.get("value"), r.get("unit"), r.get("baseline"), r.get("ratio"), r.get("target"), met]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += ["", "Ratios are against a baseline measured in the same run; no target is asserted anywhere.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; exit code 1 if one crashed (or, with ``--strict``, missed its target)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few iterations each: a smoke test")
+    parser.add_argument("--only", nargs="+", choices=REGISTERED, metavar="NAME", help=f"only these: {', '.join(REGISTERED)}")
+    parser.add_argument("--strict", action="store_true", help="also fail when a target is missed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    outcomes = []
+    for name in args.only or REGISTERED:
+        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
+        outcomes.append(run_one(name, args.quick))
+        o = outcomes[-1]
+        print(f"== {name}: {'CRASHED ' + o.crashed if o.crashed else 'target met' if o.met else 'target NOT met'} "
+              f"({o.seconds:.1f} s)\n", flush=True)
+    text = summary(outcomes, args.quick)
+    (RESULTS / "summary.md").write_text(text)
+    print(text)
+    print(f"written: {RESULTS / 'summary.md'}")
+    crashed = [o.name for o in outcomes if o.crashed]
+    missed = [o.name for o in outcomes if o.met is False]
+    if crashed:
+        print(f"crashed: {', '.join(crashed)}", file=sys.stderr)
+    return 1 if crashed or (args.strict and missed) else 0
 
 
 if __name__ == "__main__":

@@ -8,16 +8,21 @@ the best any timer could do: the driver itself sleeps until each due time and
 makes the same actor call; its lateness is the cost of the call. We report
 both and their ratio, so a slow machine slows both sides.
 
-    python -m benchmarks.timer_lateness [--deadlines 200] [--background 1000]
+    python -m benchmarks.timer_lateness [--quick] [--deadlines 200] [--background 1000]
+
+Writes ``benchmarks/results/timer_lateness.json`` (the ``figures`` read by
+``python -m benchmarks``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -27,6 +32,7 @@ import ray  # noqa: E402
 from kaizen_ray.runtime.timer import get_or_create_timer  # noqa: E402
 
 TARGET_P99_MS = 20.0
+RESULT_FILE = Path(__file__).resolve().parent / "results" / "timer_lateness.json"
 
 
 @ray.remote(num_cpus=0)
@@ -79,9 +85,12 @@ def _baseline_run(probe: Any, n: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--deadlines", type=int, default=200)
-    parser.add_argument("--background", type=int, default=1000, help="pending far-future deadlines kept meanwhile")
+    parser.add_argument("--quick", action="store_true", help="40 deadlines over 200 pending: a smoke test")
+    parser.add_argument("--deadlines", type=int, default=None, help="deadlines measured (default 200)")
+    parser.add_argument("--background", type=int, default=None, help="pending far-future deadlines kept meanwhile (default 1000)")
     args = parser.parse_args(argv)
+    args.deadlines = args.deadlines or (40 if args.quick else 200)
+    args.background = args.background if args.background is not None else (200 if args.quick else 1000)
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=f"bench-{uuid.uuid4().hex[:6]}", log_to_driver=False)
     try:
@@ -106,7 +115,24 @@ def main(argv: list[str] | None = None) -> bool:
           f"{pending} still pending (expected {args.background})")
     ok = t["p99"] < TARGET_P99_MS and len(timer_ms) == args.deadlines
     print(f"target p99 < {TARGET_P99_MS:.0f} ms: {'met' if ok else 'NOT met'}")
+    _write(args, t, b, ratio, per_schedule_us, pending, ok, len(timer_ms))
     return ok
+
+
+def _write(args: argparse.Namespace, t: dict[str, float], b: dict[str, float], ratio: float,
+           per_schedule_us: float, pending: int, ok: bool, measured: int) -> None:
+    """The figures as JSON for ``python -m benchmarks``' summary."""
+    setup = f"{args.deadlines} deadlines, {args.background} pending"
+    figures = [
+        {"figure": f"timer lateness {q} ({setup})", "value": t[q], "unit": "ms", "baseline": b[q],
+         "ratio": t[q] / max(b[q], 1e-6), **({"target": f"< {TARGET_P99_MS:.0f} ms", "met": ok} if q == "p99" else {})}
+        for q in ("p50", "p99", "max")
+    ]
+    figures.append({"figure": "scheduling cost per deadline", "value": per_schedule_us, "unit": "us"})
+    figures.append({"figure": "deadlines fired", "value": measured, "target": f"== {args.deadlines}", "met": measured == args.deadlines})
+    figures.append({"figure": "background still pending", "value": pending, "target": f"== {args.background}", "met": pending == args.background})
+    RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULT_FILE.write_text(json.dumps({"benchmark": "timer_lateness", "quick": args.quick, "p99_ratio": ratio, "figures": figures}, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python examples/01_ctrl_c_interrupt.py                # press Ctrl+C once it says RUNNING
     python examples/01_ctrl_c_interrupt.py --pause 5      # long steps: press Ctrl+C twice
+    python examples/01_ctrl_c_interrupt.py --address HOST:PORT   # on your cluster, not a local Ray
 
 One agent writes one note per cycle (an ``async`` step that waits ``--pause``
 seconds, standing for an LLM call) for ``--cycles`` cycles. ``handle.run``
@@ -58,15 +59,17 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def start_ray() -> bool:
-    """Join RAY_ADDRESS if set, else start an embedded local Ray; True if this script started it."""
+def start_ray(address: str | None) -> bool:
+    """Start an embedded local Ray, or join ``address`` (``--address``); True if this script connected.
+
+    ``RAY_ADDRESS`` is ignored on purpose: an example joins a cluster only when told to.
+    """
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=NAMESPACE)
     else:
-        # address="local": never join a cluster someone else started on this machine.
+        # address="local": a fresh Ray of our own, whatever RAY_ADDRESS points at.
         ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False)
     return True
 
@@ -97,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     """Spawn, run until done or Ctrl+C, report the result and its checkpoint file; the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", help="checkpoint folder (default: a fresh temporary folder)")
+    parser.add_argument("--address", help="join this Ray cluster (default: start a local Ray; RAY_ADDRESS is ignored)")
     parser.add_argument("--cycles", type=int, default=100, help="cycles to complete the task (default 100)")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds per cycle (default 0.3)")
     args = parser.parse_args(argv)
     storage = Path(args.storage or tempfile.mkdtemp(prefix="kaizen-ctrl-c-")).resolve()
 
-    started_ray = start_ray()
+    started_ray = start_ray(args.address)
     try:
         sigint_before = signal.getsignal(signal.SIGINT)
         config = kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=1)

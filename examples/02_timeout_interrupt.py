@@ -1,6 +1,6 @@
 """Timeouts on Ray: one agent and one whole swarm, stopped on time by the timer actor.
 
-    python examples/02_timeout_interrupt.py
+    python examples/02_timeout_interrupt.py [--address HOST:PORT]
 
 ``handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=...))`` gives
 the run a deadline kept by the named timer actor (``kaizen-timer``). The
@@ -18,13 +18,17 @@ import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import tempfile  # noqa: E402 - the environment must be set before Ray is imported
+import argparse  # noqa: E402 - the environment must be set before Ray is imported
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import ray  # noqa: E402
 
 import kaizen_ray as kr  # noqa: E402
+
+NAMESPACE = "kaizen-examples"
 
 
 class Crawler(kr.BaseAutonomousAgent):
@@ -39,10 +43,26 @@ class Crawler(kr.BaseAutonomousAgent):
         return kr.StepResult({**state, "pages": pages}, done=pages >= 1000, output=pages)
 
 
-def main() -> None:
+def start_ray(address: str | None) -> None:
+    """Start an embedded local Ray, or join ``address`` (``--address``).
+
+    ``RAY_ADDRESS`` is ignored on purpose: an example joins a cluster only when told to.
+    """
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    else:
+        # address="local": a fresh Ray of our own, whatever RAY_ADDRESS points at.
+        ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stop one agent, then a swarm of three, on a timeout; say what happened. Exit code 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", help="join this Ray cluster (default: start a local Ray; RAY_ADDRESS is ignored)")
+    args = parser.parse_args(argv)
     storage = tempfile.mkdtemp(prefix="kaizen-timeout-")
     config = kr.AutonomousConfig(storage_path=storage)
-    ray.init(num_cpus=2, namespace="kaizen-examples", include_dashboard=False, log_to_driver=False)
+    start_ray(args.address)
     try:
         crawler = Crawler.spawn(config=config, name="crawler")
         crawler.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=2.0))
@@ -70,7 +90,8 @@ def main() -> None:
             print(f"  - {name}: {child['status']} after {child['cycles']} pages (from {reason.metadata['propagated_from']})", flush=True)
     finally:
         ray.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

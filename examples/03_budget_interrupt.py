@@ -1,6 +1,6 @@
 """A budget shared by a swarm, enforced by the named budget actor.
 
-    python examples/03_budget_interrupt.py
+    python examples/03_budget_interrupt.py [--address HOST:PORT]
 
 ``swarm.add_handler(kr.BudgetInterruptHandler(max_cost=...))`` makes one
 budget scope (a ``kaizen-budget/...`` actor) that every child charges.
@@ -17,13 +17,17 @@ import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import asyncio  # noqa: E402 - the environment must be set before Ray is imported
+import argparse  # noqa: E402 - the environment must be set before Ray is imported
+import asyncio  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 from typing import Any  # noqa: E402
 
 import ray  # noqa: E402
 
 import kaizen_ray as kr  # noqa: E402
+
+NAMESPACE = "kaizen-examples"
 
 CALL_COST = 0.07  # what one "LLM call" costs
 
@@ -51,10 +55,26 @@ class Analyst(kr.BaseAutonomousAgent):
         return kr.StepResult({**state, "answers": state["answers"] + 1, "warned_at": self.warned_at})
 
 
-def main() -> None:
+def start_ray(address: str | None) -> None:
+    """Start an embedded local Ray, or join ``address`` (``--address``).
+
+    ``RAY_ADDRESS`` is ignored on purpose: an example joins a cluster only when told to.
+    """
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    else:
+        # address="local": a fresh Ray of our own, whatever RAY_ADDRESS points at.
+        ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run three analysts on one budget until it runs out; say who spent what. Exit code 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", help="join this Ray cluster (default: start a local Ray; RAY_ADDRESS is ignored)")
+    args = parser.parse_args(argv)
     storage = tempfile.mkdtemp(prefix="kaizen-budget-")
     config = kr.AutonomousConfig(storage_path=storage)
-    ray.init(num_cpus=2, namespace="kaizen-examples", include_dashboard=False, log_to_driver=False)
+    start_ray(args.address)
     try:
         swarm = kr.Supervisor.spawn(
             "analysts",
@@ -74,7 +94,8 @@ def main() -> None:
         print(f"  budget status: {swarm.status()['budget']}", flush=True)
     finally:
         ray.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

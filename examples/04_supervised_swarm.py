@@ -1,6 +1,6 @@
 """A supervised swarm of three agents: run, interrupt all at once, resume from the manifest.
 
-    python examples/04_supervised_swarm.py [--storage PATH]
+    python examples/04_supervised_swarm.py [--storage PATH] [--address HOST:PORT]
 
 1. ``kr.Supervisor.spawn`` starts a supervisor actor over three children
    (``swarm/w0`` .. ``swarm/w2``), each counting to its own goal, one
@@ -54,14 +54,17 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def start_ray() -> bool:
-    """Join RAY_ADDRESS if set, else start an embedded local Ray; True if this script started it."""
+def start_ray(address: str | None) -> bool:
+    """Start an embedded local Ray, or join ``address`` (``--address``); True if this script connected.
+
+    ``RAY_ADDRESS`` is ignored on purpose: an example joins a cluster only when told to.
+    """
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=NAMESPACE)
     else:
+        # address="local": a fresh Ray of our own, whatever RAY_ADDRESS points at.
         ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False)
     return True
 
@@ -96,11 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run, interrupt and resume the swarm; exit code 0 if every child finished intact."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", help="checkpoint folder (default: a fresh temporary folder)")
+    parser.add_argument("--address", help="join this Ray cluster (default: start a local Ray; RAY_ADDRESS is ignored)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds per cycle (default 0.2)")
     args = parser.parse_args(argv)
     storage = Path(args.storage or tempfile.mkdtemp(prefix="kaizen-swarm-")).resolve()
 
-    started_ray = start_ray()
+    started_ray = start_ray(args.address)
     try:
         config = kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=1)
         children = [

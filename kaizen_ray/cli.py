@@ -29,12 +29,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kaizen-ray`` console script."""
+    """Entry point of the ``kaizen-ray`` console script; the exit code.
+
+    A :class:`~kaizen_ray.core.errors.KaizenError` (a storage path that is a
+    file, say) ends the command with one line on stderr and exit code 1, not a
+    traceback.
+
+    >>> import tempfile
+    >>> main(["checkpoints", "--storage", tempfile.mkdtemp()])  # an empty folder: nothing listed
+    0
+    >>> main(["checkpoints", "--storage", tempfile.mkstemp()[1]])  # a file: one line on stderr
+    1
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from kaizen_ray.core.errors import KaizenError
+
+    try:
+        return _run(args)
+    except KaizenError as exc:
+        print(f"kaizen-ray: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from kaizen_ray._demo import run_in_process_demo, run_swarm_demo
+        from kaizen_ray.core.checkpoint import FileCheckpointStorage
 
+        if args.storage is not None:  # a bad folder is the user's mistake: say so before any agent runs
+            FileCheckpointStorage(args.storage).ensure_writable()
         if args.in_process:
             run_in_process_demo(print, args.storage)
         else:

@@ -1,8 +1,27 @@
-"""Test-wide settings: no usage stats, quiet Ray."""
+"""Test-wide settings: no usage stats, quiet Ray; tiers run fast to slow (unit, integration, e2e)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+TIERS = ("unit", "integration", "e2e")  # `pytest tests` collects e2e first (alphabetical): a quick failure waits
+_HERE = Path(__file__).resolve().parent
+
+
+def _tier(item: pytest.Item) -> int:
+    try:
+        first = Path(str(item.path)).resolve().relative_to(_HERE).parts[0]
+    except ValueError:  # a test outside tests/ (a doctest module, say): after the tiers
+        return len(TIERS)
+    return TIERS.index(first) if first in TIERS else len(TIERS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit, then integration, then e2e; a stable sort, so each module's tests stay together and in order."""
+    items.sort(key=_tier)

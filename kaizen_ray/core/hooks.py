@@ -286,8 +286,8 @@ class HookManager:
         twice runs it twice.
 
         >>> m = HookManager()
-        >>> m.register("post_cycle", print, HookPriority.HIGH, timeout_s=0.5)
-        >>> m.register("post_cyle", print)
+        >>> m.register("post_cycle", repr, HookPriority.HIGH, timeout_s=0.5)
+        >>> m.register("post_cyle", repr)
         Traceback (most recent call last):
         ...
         ValueError: event 'post_cyle' is not a HookEvent; expected one of [...]
@@ -308,8 +308,8 @@ class HookManager:
         Hooks compare by ``==``, so ``self.method`` unregisters what ``self.method`` registered.
 
         >>> m = HookManager()
-        >>> m.register("pre_cycle", print)
-        >>> m.unregister("pre_cycle", print), m.hooks_for("pre_cycle")
+        >>> m.register("pre_cycle", repr)
+        >>> m.unregister("pre_cycle", repr), m.hooks_for("pre_cycle")
         (1, [])
         """
         event = _coerce_event(event)
@@ -324,9 +324,9 @@ class HookManager:
 
         >>> m = HookManager()
         >>> m.register("pre_tool", len, HookPriority.LOW)
-        >>> m.register("pre_tool", print, HookPriority.CRITICAL)
+        >>> m.register("pre_tool", repr, HookPriority.CRITICAL)
         >>> [h.__name__ for h in m.hooks_for("pre_tool")]
-        ['print', 'len']
+        ['repr', 'len']
         """
         event = _coerce_event(event)
         with self._lock:

@@ -274,7 +274,8 @@ class AgentRun:
                 self.cycle += 1
                 await self._hook(HookEvent.POST_CYCLE)
                 freq = cfg.checkpoint_frequency
-                if not done and freq and self.cycle % freq == 0:
+                last = cfg.max_cycles is not None and self.cycle >= cfg.max_cycles  # the final save follows at once
+                if not done and not last and freq and self.cycle % freq == 0:
                     await self._save(state, CheckpointStatus.RUNNING, durable=False)
         except asyncio.CancelledError as exc:
             # The run itself was cancelled (task.cancel(), ray.cancel): stop as

@@ -102,7 +102,7 @@ def actor_options(kind: str, name: str, namespace: str | None, lifetime: str | N
     ``"kaizen"``, so that another driver can find it by name).
     """
     if lifetime not in (None, "detached", "non_detached"):
-        raise ValueError(f"lifetime {lifetime!r} of {kind} {name!r} is not valid; expected None, 'detached' or 'non_detached'")
+        raise ConfigError(f"lifetime of the {kind} {name!r}", lifetime, "None, 'detached' or 'non_detached'")
     if lifetime == "detached" and namespace is None:
         namespace = DEFAULT_NAMESPACE
     ensure_ray(namespace)

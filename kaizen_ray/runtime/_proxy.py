@@ -19,7 +19,7 @@ from typing import Any
 from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource
 from kaizen_ray.runtime._actors import CONTROL_TIMEOUT_S
 
-__all__ = ["InterruptManagerProxy"]
+__all__ = ["InterruptManagerProxy", "child_key"]
 
 
 class InterruptManagerProxy:
@@ -137,3 +137,20 @@ class InterruptManagerProxy:
     def on_shutdown(self, callback: Callable[[], Any]) -> None:
         """Run ``callback()`` in the actor at the end of its next run (it is shipped there: it must pickle)."""
         self._manager("on_shutdown", callback)
+
+
+def child_key(child: Any) -> Any:
+    """One key for every copy of one actor's handle or proxy; for any other child, the object itself.
+
+    A proxy call ships a new copy of its arguments each time, and a manager
+    knows its children by identity: the actor keys the children wired through
+    its proxy with this, so that a later ``remove_child`` finds the copy added.
+
+    >>> class Other:
+    ...     def request_interrupt(self, *args): return True
+    >>> other = Other(); child_key(other) == ("object", id(other))
+    True
+    """
+    handle = child._handle if isinstance(child, InterruptManagerProxy) else child
+    actor_id = getattr(getattr(handle, "actor", None), "_actor_id", None)
+    return ("actor", actor_id) if actor_id is not None else ("object", id(child))

@@ -28,6 +28,7 @@ from kaizen_ray.core._local_budget import LocalBudgetClient
 from kaizen_ray.core.agent import BaseAutonomousAgent
 from kaizen_ray.core.checkpoint import (
     Checkpoint,
+    CheckpointError,
     CheckpointSerializationError,
     FileCheckpointStorage,
     decode_checkpoint,
@@ -40,6 +41,7 @@ from kaizen_ray.core.config import AutonomousConfig
 from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
+from kaizen_ray.runtime._proxy import child_key
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime.budget import RayBudgetClient
 from kaizen_ray.runtime.checkpoints import get_or_create_store
@@ -62,6 +64,14 @@ class StoreSink:
 
     async def load(self, agent: str, checkpoint_id: str) -> Checkpoint:
         return await load_from_store(self.store, self.storage_path, agent, checkpoint_id)
+
+    async def last_durable(self, agent: str) -> str | None:
+        """The newest checkpoint of ``agent`` on disk once the store's queue has drained (None if unknown)."""
+        try:
+            await self.store.flush.remote(self.storage_path)
+        except CheckpointError:
+            pass  # the failure the run already reports; what did reach the disk is asked next
+        return await self.store.last_flushed.remote(self.storage_path, agent)
 
 
 async def load_from_store(store: Any, storage_path: str, agent: str, checkpoint_id: str) -> Checkpoint:
@@ -156,7 +166,10 @@ class AgentRuntime:
         if self.manager.mode is InterruptMode.IMMEDIATE:  # level-triggered
             self._arm_kill()
         try:
-            return await run.execute(task, resume_from_checkpoint)
+            result = await run.execute(task, resume_from_checkpoint)
+            if isinstance(result.get("error"), CheckpointError) and hasattr(self.sink, "last_durable"):
+                await self._name_a_durable_checkpoint(result)
+            return result
         finally:
             shared_scheduler().cancel(self._kill_key)
             with self._lock:
@@ -165,6 +178,17 @@ class AgentRuntime:
                 waiters, self._kill_waiters = self._kill_waiters, []
             for loop, fut in waiters:
                 _resolve(loop, fut, None)
+
+    async def _name_a_durable_checkpoint(self, result: dict[str, Any]) -> None:
+        # A write-behind checkpoint whose flush failed was still named by the
+        # run (its save had returned): the result must name one on disk.
+        durable = await self.sink.last_durable(self.agent.name)
+        if durable is not None and durable != result["checkpoint_id"]:
+            logger.warning(
+                "%s: checkpoint %s never reached the disk; the result names %s, the last one that did",
+                self.agent.name, result["checkpoint_id"], durable,
+            )
+            result["checkpoint_id"] = durable
 
     async def wait_kill_deadline(self) -> dict[str, Any] | None:
         """Resolves with a status snapshot when the kill deadline passes, or None when the run ends first."""
@@ -254,6 +278,8 @@ class ControlMethods:
         if method not in _MANAGER_CALLS:
             raise AttributeError(f"{method!r} is not a forwarded InterruptManager method; expected one of {sorted(_MANAGER_CALLS)}")
         manager = self._manager()
+        if method in ("add_child", "remove_child"):
+            return self._wire_child(manager, method, args[0])
         if method == "wait":
             timeout = args[0] if args else None
             try:
@@ -263,6 +289,17 @@ class ControlMethods:
             return True
         value = getattr(manager, method)
         return value(*args) if callable(value) else value
+
+    def _wire_child(self, manager: Any, method: str, child: Any) -> None:
+        # Every call ships a new copy of the child's handle or proxy, and a
+        # manager knows its children by identity: keep the copy first added,
+        # per actor, so that adding one twice is one child and removing finds it.
+        wired: dict[Any, Any] = self.__dict__.setdefault("_wired_children", {})
+        key = child_key(child)
+        if method == "add_child":
+            manager.add_child(wired.setdefault(key, child))
+        elif key in wired:
+            manager.remove_child(wired.pop(key))
 
 
 @ray.remote(concurrency_groups={"control": 16}, max_restarts=0)
@@ -290,6 +327,7 @@ class AgentActor(ControlMethods):
         self._budget = RayBudgetClient(name, manager, local=LocalBudgetClient(manager))
         self._runtime.budget = self._budget
         self._system = SystemHandlers(name, storage_path, namespace)
+        self._run_going = False
 
     def __repr__(self) -> str:
         # Ray shows the repr once, right after __init__, and never again: name
@@ -320,11 +358,20 @@ class AgentActor(ControlMethods):
         self._budget.remove_scope(scope)
 
     async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
-        await self._system.run_started()
+        # Claimed before the first await (one event loop: no other run() can
+        # slip in between), and refused before the deadlines are touched: they
+        # belong to the run that goes on.
+        if self._run_going:
+            raise RuntimeError(f"agent {self._name!r} is already running (a second run must wait for the first to end)")
+        self._run_going = True
         try:
-            return shippable_result(await self._runtime.run(task, resume_from_checkpoint))
+            await self._system.run_started()
+            try:
+                return shippable_result(await self._runtime.run(task, resume_from_checkpoint))
+            finally:
+                await self._system.run_ended()
         finally:
-            await self._system.run_ended()
+            self._run_going = False
 
 
 def shippable_result(result: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,8 @@ class CheckpointStoreLogic:
         self._failures: dict[Path, BaseException] = {}
         # Saved but not yet on disk: their refs are the only copy, never evicted.
         self._unflushed: set[tuple[Path, str]] = set()
+        # (storage root, agent) -> the newest checkpoint id this store put on disk.
+        self._last_flushed: dict[tuple[Path, str], str] = {}
         self.saved = 0
         self.flushed = 0
 
@@ -85,12 +87,16 @@ class CheckpointStoreLogic:
                 await asyncio.to_thread(storage.write_bytes, agent, checkpoint_id, data)
             except Exception as exc:  # noqa: BLE001 - handed to the waiter or kept for the next call
                 logger.error("flushing checkpoint %s of %s to %s failed: %r", checkpoint_id, agent, storage.path, exc)
+                # Never on disk, so never a good checkpoint to offer: a load or
+                # "latest" must not find it (only its object, which dies with the store).
+                self._refs.get((storage.path, agent), {}).pop(checkpoint_id, None)
                 if done is not None and not done.done():
                     done.set_exception(exc)
                 else:
                     self._failures[storage.path] = exc
             else:
                 self.flushed += 1
+                self._last_flushed[(storage.path, agent)] = checkpoint_id
                 if done is not None and not done.done():
                     done.set_result(None)
             finally:
@@ -139,6 +145,10 @@ class CheckpointStoreLogic:
         for root in roots:
             self._raise_failure(root)
 
+    def last_flushed(self, storage_path: str, agent: str) -> str | None:
+        """The newest checkpoint of ``agent`` this store wrote to ``storage_path`` (since it started), or None."""
+        return self._last_flushed.get((self.storage(storage_path).path, agent))
+
     def candidates(self, storage_path: str, agent: str) -> list[str]:
         """The agent's checkpoint ids, newest first: in the object store or on disk."""
         storage = self.storage(storage_path)
@@ -184,6 +194,9 @@ class CheckpointStore:
 
     async def candidates(self, storage_path: str, agent: str) -> list[str]:
         return await asyncio.to_thread(self._logic.candidates, storage_path, agent)
+
+    async def last_flushed(self, storage_path: str, agent: str) -> str | None:
+        return self._logic.last_flushed(storage_path, agent)
 
     async def locate(self, storage_path: str, checkpoint_id: str) -> tuple[str, Any]:
         return self._logic.locate(storage_path, checkpoint_id)

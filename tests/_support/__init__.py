@@ -1,0 +1,1 @@
+"""Shared test support: agents, waits, subprocesses, and the loopback servers the tests start themselves."""

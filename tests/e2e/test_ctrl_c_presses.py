@@ -18,24 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from kaizen_ray.core.handlers import SignalInterruptHandler
 from kaizen_ray.core.interrupts import InterruptManager
+from tests._support.processes import Process
 
 pytestmark = pytest.mark.e2e
 
 WAIT = 20.0  # generous bound on a child's next line; never reached when all is well
-REPO = Path(__file__).resolve().parents[2]
 
 IN_A_C_CALL = textwrap.dedent(
     """
@@ -133,109 +131,65 @@ TWO_RUNS = textwrap.dedent(
 )
 
 
-class Child:
-    """A Python child in its own session, whose stdout lines are awaited one by one."""
+@pytest.fixture
+def start_child(spawn, tmp_path: Path) -> Callable[..., Process]:
+    """Start a Python child from source, with a stdin for commands; ended by process group after the test."""
 
-    def __init__(self, tmp_path: Path, source: str, *args: str) -> None:
+    def start(source: str, *args: str) -> Process:
         script = tmp_path / "child.py"
         script.write_text(source)
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        return spawn([sys.executable, script, *args], name="child", stdin=True)
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix: str) -> str:
-        try:
-            line = self.lines.get(timeout=WAIT)
-        except queue.Empty:
-            pytest.fail(f"child printed nothing within {WAIT}s; waiting for {prefix!r}")
-        if line is None:
-            self.proc.wait(WAIT)
-            pytest.fail(f"child exited ({self.proc.returncode}) before {prefix!r}: {self.proc.stderr.read()}")
-        assert line.startswith(prefix), line
-        return line
-
-    def send(self, text: str) -> None:
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def press(self) -> None:
-        os.kill(self.proc.pid, signal.SIGINT)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(WAIT)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            stream.close()
+    return start
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator:
-    children: list[Child] = []
-
-    def start(source: str, *args: str) -> Child:
-        children.append(Child(tmp_path, source, *args))
-        return children[-1]
-
-    yield start
-    for child in children:
-        child.close()
+def expect(child: Process, prefix: str) -> str:
+    """The child's very next line, which must start with ``prefix`` (no line may come between)."""
+    line = child.next_line(WAIT)
+    assert line.startswith(prefix), f"expected {prefix!r}, got {line!r}\n{child.output()}"
+    return line
 
 
-def test_two_presses_while_the_main_thread_sits_in_c_are_graceful_then_immediate(spawn) -> None:
-    child = spawn(IN_A_C_CALL)
-    child.expect("IN_C")
-    child.press()
-    assert child.expect("STATE") == "STATE mode=graceful count=1 in_c=True"
-    child.press()
-    assert child.expect("STATE") == "STATE mode=immediate count=2 in_c=True"
+def test_two_presses_while_the_main_thread_sits_in_c_are_graceful_then_immediate(start_child) -> None:
+    child = start_child(IN_A_C_CALL)
+    expect(child, "IN_C")
+    child.send_signal(signal.SIGINT)
+    assert expect(child, "STATE") == "STATE mode=graceful count=1 in_c=True"
+    child.send_signal(signal.SIGINT)
+    assert expect(child, "STATE") == "STATE mode=immediate count=2 in_c=True"
     child.send("release")
-    assert child.expect("C_DONE") == (
+    assert expect(child, "C_DONE") == (
         "C_DONE mode=immediate history=[('user', 'graceful', 1), ('user', 'immediate', 2)]"
     )
-    child.expect("END")
-    assert child.proc.wait(WAIT) == 0
+    expect(child, "END")
+    assert child.finish(WAIT) == 0
 
 
-def test_a_third_press_counted_in_c_raises_keyboard_interrupt_once_with_the_default_handler_back(spawn) -> None:
-    child = spawn(IN_A_C_CALL)
-    child.expect("IN_C")
-    child.press()
-    child.expect("STATE mode=graceful count=1")
-    child.press()
-    child.expect("STATE mode=immediate count=2")
-    child.press()
+def test_a_third_press_counted_in_c_raises_keyboard_interrupt_once_with_the_default_handler_back(start_child) -> None:
+    child = start_child(IN_A_C_CALL)
+    expect(child, "IN_C")
+    child.send_signal(signal.SIGINT)
+    expect(child, "STATE mode=graceful count=1")
+    child.send_signal(signal.SIGINT)
+    expect(child, "STATE mode=immediate count=2")
+    child.send_signal(signal.SIGINT)
     child.send("wait-presses 3")
-    assert child.expect("COUNTED") == "COUNTED 3 in_c=True"  # counted while the main thread was still in C
+    assert expect(child, "COUNTED") == "COUNTED 3 in_c=True"  # counted while the main thread was still in C
     child.send("release")
-    assert child.expect("KEYBOARDINTERRUPT") == "KEYBOARDINTERRUPT presses=3 installed=False int_is_default=True"
-    child.expect("END")  # no second KeyboardInterrupt from the nudge that woke the handler
-    assert child.proc.wait(WAIT) == 0
+    assert expect(child, "KEYBOARDINTERRUPT") == "KEYBOARDINTERRUPT presses=3 installed=False int_is_default=True"
+    expect(child, "END")  # no second KeyboardInterrupt from the nudge that woke the handler
+    assert child.finish(WAIT) == 0
 
 
-def test_a_signal_handler_added_once_stops_every_run_gracefully(spawn, tmp_path: Path) -> None:
-    child = spawn(TWO_RUNS, str(tmp_path / "ckpt"))
+def test_a_signal_handler_added_once_stops_every_run_gracefully(start_child, tmp_path: Path) -> None:
+    child = start_child(TWO_RUNS, str(tmp_path / "ckpt"))
     for run in (1, 2):  # the second asyncio.run() installs asyncio's own SIGINT handler first
-        child.expect("IN_STEP")
-        child.press()
-        assert child.expect("RESULT") == (
+        expect(child, "IN_STEP")
+        child.send_signal(signal.SIGINT)
+        assert expect(child, "RESULT") == (
             f"RESULT run={run} status=interrupted source=user mode=graceful meta=SIGINT,1 restored=True"
         )
-    assert child.proc.wait(WAIT) == 0
+    assert child.finish(WAIT) == 0
 
 
 # -- in-process: the wakeup fd shared with asyncio (SIGUSR1/SIGUSR2 only: pytest keeps SIGINT) ----

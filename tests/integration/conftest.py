@@ -1,28 +1,108 @@
-"""One local Ray per test module (start-up costs seconds here), torn down with it."""
+"""One local Ray head for the whole integration tier; a driver of its own, in a fresh namespace, per module.
+
+Starting Ray costs seconds here, connecting a driver about one: the head (a
+``ray.cluster_utils.Cluster`` of one node, 2 CPUs, no dashboard) starts when
+the first module needs it, and each module connects to it in a namespace of
+its own. When the module's driver disconnects, the actors it owns die with it;
+its detached SYSTEM actors (checkpoint store, timer) are killed by name, so
+modules never see each other's agents, stores or timers.
+
+Modules that need a Ray of their own (a two-node cluster, a Ray restarted
+mid-test) are marked ``own_ray``: they run after the others, and the shared
+head is stopped before them (two Rays at once would share these two cores).
+"""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 import ray
+from ray.cluster_utils import Cluster
+
+HEAD_ARGS = {"num_cpus": 2, "include_dashboard": False}
+# Where a detached agent lands without a namespace of its own (kaizen_ray's default).
+DEFAULT_NAMESPACE = "kaizen"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "own_ray: the module starts and stops its own Ray; runs after the shared head is gone")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Within this tier's slots of ``items``, put the ``own_ray`` modules last (others' order untouched)."""
+    here = Path(__file__).resolve().parent
+    slots = [i for i, item in enumerate(items) if here in Path(item.path).resolve().parents]
+    ours = [items[i] for i in slots]
+    ordered = sorted(ours, key=lambda item: item.get_closest_marker("own_ray") is not None)  # stable
+    for i, item in zip(slots, ordered, strict=True):
+        items[i] = item
+
+
+class SharedHead:
+    """The session's Ray head, started on first use and stopped for ``own_ray`` modules."""
+
+    def __init__(self) -> None:
+        self._cluster: Cluster | None = None
+
+    def address(self) -> str:
+        if self._cluster is None:
+            self._cluster = Cluster(initialize_head=True, head_node_args=dict(HEAD_ARGS))
+        return self._cluster.address
+
+    def stop(self) -> None:
+        if ray.is_initialized():
+            ray.shutdown()
+        if self._cluster is not None:
+            self._cluster.shutdown()
+            self._cluster = None
+
+
+@pytest.fixture(scope="session")
+def shared_head():
+    head = SharedHead()
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+def _kill_named_actors(namespaces: set[str]) -> None:
+    """Kill every named actor left in ``namespaces`` (detached ones outlive the driver that made them)."""
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] in namespaces:
+            try:
+                ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]), no_restart=True)
+            except ValueError:  # died meanwhile
+                pass
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A fresh local Ray (2 CPUs, no dashboard) in a namespace of its own; yields the namespace."""
+def ray_cluster(shared_head):
+    """This module's driver on the shared head, in a fresh namespace; yields the namespace."""
     namespace = f"test-{uuid.uuid4().hex[:8]}"
     ray.init(
-        address="local",
-        num_cpus=2,
+        address=shared_head.address(),
         namespace=namespace,
-        include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
     )
     try:
         yield namespace
     finally:
+        try:
+            _kill_named_actors({namespace, DEFAULT_NAMESPACE})
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def own_ray(shared_head):
+    """For ``own_ray`` modules: no shared head (nor driver) running while the module starts its own Ray."""
+    shared_head.stop()
+    yield
+    if ray.is_initialized():
         ray.shutdown()
 
 

@@ -9,68 +9,25 @@ they spent with what the budget actor recorded.
 
 from __future__ import annotations
 
-import functools
-
-import asyncio
 import json
 import math
 import os
-import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
-import ray.cloudpickle
 
 import kaizen_ray as kr
 from kaizen_ray.core.budget import MONEY_TOLERANCE
 
-import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
+from tests._support.ray_agents import Spender
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
-# pytest imports this file as a top-level module Ray's workers cannot import:
-# ship its agent classes by value, not by reference.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
 WAIT_S = 90.0  # generous: other Ray tests share these two cores
 N_CHILDREN = 3
-
-
-wait_until = functools.partial(_waiting.wait_until, timeout=WAIT_S, poll=0.02)
-
-
-
-
-# -- the agent (module level: cloudpickle ships it to the actors by value) -----------------------
-
-
-class Spender(kr.BaseAutonomousAgent):
-    """Pays ``cost`` per cycle, forever; with ``reserve`` it asks the budget first and skips if refused.
-
-    Its BUDGET_WARNING hook leaves one file per firing in ``warn_dir``.
-    """
-
-    def __init__(self, config: Any = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        self.hooks.register(kr.HookEvent.BUDGET_WARNING, self._warned)
-
-    def _warned(self, ctx: kr.HookContext) -> None:
-        record = {"agent": ctx.agent_name, "spent": ctx.data["budget"]["spent"]}
-        (Path(ctx.state["warn_dir"]) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(record))
-
-    def initial_state(self, task):
-        return {"paid": 0, "refused": 0, **task}
-
-    async def step(self, state, ctx):
-        if state["reserve"] and not await ctx.reserve(state["cost"]):
-            return kr.StepResult({**state, "refused": state["refused"] + 1})
-        # The "call": long enough for the other agents' reservations and charges to interleave.
-        await asyncio.sleep(state["delay"])
-        ctx.charge(state["cost"])
-        return kr.StepResult({**state, "paid": state["paid"] + 1})
 
 
 def spending_swarm(name: str, storage: Path, task: dict[str, Any]) -> Any:
@@ -87,14 +44,21 @@ def spend_task(tmp_path: Path, *, cost: float, reserve: bool, delay: float = 0.0
     return {"cost": cost, "reserve": reserve, "delay": delay, "warn_dir": str(warn_dir)}
 
 
-def assert_stopped_by_the_budget(result: dict[str, Any], max_cost: float) -> None:
-    """Every child of the swarm result ``result`` stopped on a SYSTEM budget interrupt."""
+def assert_stopped_by_the_budget(result: dict[str, Any], max_cost: float, cost: float, reserve: bool) -> None:
+    """Every child of the swarm result ``result`` stopped on a SYSTEM budget interrupt, sent once the budget was spent.
+
+    The ``spent`` it reports is the ledger's when the budget said stop: with
+    charges only, at least ``max_cost``; with reservations, a refused one
+    (the others' reservations, at most one cycle each, may not be spent yet).
+    """
+    total = math.fsum(child["cost"] for child in result["children"].values())
+    least = max_cost - (N_CHILDREN * cost if reserve else 0.0) - MONEY_TOLERANCE
     for name, child in result["children"].items():
         assert child["status"] == "interrupted" and child["mode"] == "graceful", (name, child)
         reason = child["interrupt_reason"]
         assert reason.source == kr.InterruptSource.SYSTEM and reason.mode == kr.InterruptMode.GRACEFUL, (name, reason)
         assert reason.metadata["handler"] == "budget" and reason.metadata["max_cost"] == max_cost, (name, reason)
-        assert reason.metadata["spent"] >= 0
+        assert least <= reason.metadata["spent"] <= total + MONEY_TOLERANCE, (name, reason.metadata, total)
 
 
 def budget_actor(namespace: str, status: dict[str, Any]) -> Any:
@@ -126,7 +90,7 @@ def test_a_shared_budget_stops_every_child_warns_once_and_bounds_the_overshoot(
     assert reason.source == kr.InterruptSource.SYSTEM and reason.metadata["handler"] == "budget"
     assert reason.metadata["max_cost"] == max_cost
     assert sorted(result["children"]) == [f"s{i}" for i in range(N_CHILDREN)]
-    assert_stopped_by_the_budget(result, max_cost)
+    assert_stopped_by_the_budget(result, max_cost, cost, reserve)
 
     costs = {name: child["cost"] for name, child in result["children"].items()}
     total = math.fsum(costs.values())
@@ -159,35 +123,43 @@ def test_a_shared_budget_stops_every_child_warns_once_and_bounds_the_overshoot(
 
 
 def test_a_budget_actor_killed_mid_run_restarts_with_its_spend(ray_cluster, storage, tmp_path, cleanup):
-    max_cost, cost = 3.0, 0.05
-    sup = spending_swarm("survives-a-crash", storage, spend_task(tmp_path, cost=cost, reserve=True, delay=0.03))
+    max_cost, cost, hold_at = 1.5, 0.05, 5
+    held, go = tmp_path / "held-", tmp_path / "go-on"
+    task = {**spend_task(tmp_path, cost=cost, reserve=True, delay=0.01), "hold_at": hold_at, "held": str(held), "go": str(go)}
+    sup = spending_swarm("survives-a-crash", storage, task)
     cleanup(sup)
     sup.add_handler(kr.BudgetInterruptHandler(max_cost=max_cost))
     actor = budget_actor(ray_cluster, sup.status())
-
     pid_before = pid_of(actor)
     ref = sup.start()
-    spent_before = wait_until(
-        lambda: (spent := sup.status()["budget"]["spent"]) >= 0.5 and spent, "the swarm to spend 0.5"
-    )
+    # Every child has paid hold_at cycles and waits, mid-run, for `go`: the ledger stands still.
+    markers = [Path(f"{held}survives-a-crash%2Fs{i}") for i in range(N_CHILDREN)]
+    wait_until(lambda: all(m.exists() for m in markers), "every child to pay its first cycles and wait")
+    spent_before = ray.get(actor.snapshot.remote(), timeout=WAIT_S)["spent"]
+    assert spent_before == pytest.approx(N_CHILDREN * hold_at * cost, abs=MONEY_TOLERANCE)
+
     ray.kill(actor, no_restart=False)
     # The call waits for the restart (Ray re-runs __init__, which reloads the ledger from disk).
-    spent_after = ray.get(actor.snapshot.remote(), timeout=WAIT_S)["spent"]
+    restarted = ray.get(actor.snapshot.remote(), timeout=WAIT_S)
+    assert pid_of(actor) != pid_before  # it really was a new process
+    assert restarted["spent"] == pytest.approx(spent_before, abs=MONEY_TOLERANCE)
+    # The run was going when its budget actor died, and still is: nothing has stopped it.
+    status = sup.status()
+    assert status["phase"] == "running" and status["interrupted"] is False, status
+    go.touch()
     result = ray.get(ref, timeout=WAIT_S)
 
-    assert spent_after >= spent_before - MONEY_TOLERANCE, (spent_before, spent_after)
-    assert_stopped_by_the_budget(result, max_cost)
     # The restarted actor still interrupts its subscriber, the supervisor.
     assert result["status"] == "interrupted", result
     reason = result["interrupt_reason"]
     assert reason is not None and reason.metadata["handler"] == "budget", result
+    assert_stopped_by_the_budget(result, max_cost, cost, reserve=True)
     total = math.fsum(child["cost"] for child in result["children"].values())
     # A ledger reset to zero would have let the swarm spend max_cost again on top.
-    assert total <= max_cost + MONEY_TOLERANCE
+    assert spent_before < total <= max_cost + MONEY_TOLERANCE
     final = ray.get(actor.snapshot.remote(), timeout=WAIT_S)
     assert final["spent"] == pytest.approx(total, abs=MONEY_TOLERANCE), (final, total)
     assert final["spent"] > max_cost - 2 * cost  # the swarm spent the budget, it did not stop early
-    assert pid_of(actor) != pid_before  # it really was a new process
 
 
 # -- an agent alone, status ----------------------------------------------------------------------------

@@ -6,17 +6,12 @@ agent's ``StoreSink`` sends), so each property is observed where it is made.
 
 from __future__ import annotations
 
-import functools
-
 import asyncio
 import os
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import ray
-import ray.cloudpickle
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 import kaizen_ray as kr
@@ -24,45 +19,13 @@ from kaizen_ray.core.checkpoint import Checkpoint, decode_checkpoint, encode_che
 from kaizen_ray.runtime.agent_actor import load_from_store
 from kaizen_ray.runtime.checkpoints import STORE_NAME, get_or_create_store
 
-import _waiting  # noqa: E402 - shared helper beside this file (pytest puts this folder on sys.path)
+from tests._support.ray_agents import Counter, Polite
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
-# pytest imports this file as a top-level module that Ray's workers cannot
-# import: ship its agent classes by value, not by reference.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
 EVENT_TIMEOUT_S = 60.0  # generous: other Ray tests share these two cores
 KEEP_PER_AGENT = 4  # CheckpointStoreLogic's default, which the actor uses
-
-
-wait_until = functools.partial(_waiting.wait_until, timeout=EVENT_TIMEOUT_S, poll=0.05)
-
-
-class Counter(kr.BaseAutonomousAgent):
-    """Counts to ``task`` (an int), one per cycle."""
-
-    def initial_state(self, task):
-        return {"n": 0, "goal": task}
-
-    async def step(self, state, ctx):
-        await asyncio.sleep(0.01)
-        n = state["n"] + 1
-        return kr.StepResult({**state, "n": n}, done=n >= state["goal"], output=n)
-
-
-class Polite(kr.BaseAutonomousAgent):
-    """Sync step: marks its start, then returns once ``ctx.interrupted`` is set."""
-
-    def initial_state(self, task):
-        return {"n": 0, "marker": task}
-
-    def step(self, state, ctx):
-        Path(state["marker"]).touch()
-        give_up = time.monotonic() + 60
-        while not ctx.interrupted and time.monotonic() < give_up:
-            time.sleep(0.005)
-        return kr.StepResult({**state, "n": state["n"] + 1})
 
 
 def make(agent: str, count: int, pad_bytes: int = 0) -> list[tuple[Checkpoint, bytes]]:
@@ -129,7 +92,7 @@ def test_run_returns_with_its_final_and_interrupt_checkpoints_on_disk(ray_cluste
 
     marker = tmp_path / "step-started"
     polite = Polite.spawn(config=cfg, name="durable-interrupted")
-    ref = polite.start(str(marker))
+    ref = polite.start({"marker": str(marker)})
     wait_until(marker.exists, "the step to start")
     polite.request_interrupt("user", "graceful", "save and stop")
     interrupted = ray.get(ref, timeout=EVENT_TIMEOUT_S)

@@ -1,40 +1,22 @@
 """Resume from the checkpoint on disk after Ray itself went away.
 
 This module runs its own Ray lifecycle (two clusters, one after the other), so
-it does not use the module-scoped ``ray_cluster`` fixture: nothing of the
-first cluster (actors, store, objects) can help the second one.
+it is ``own_ray``: the shared head is stopped first, and nothing of the first
+cluster (actors, store, objects) can help the second one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 
 import pytest
 import ray
-import ray.cloudpickle
 
 import kaizen_ray as kr
 
-pytestmark = pytest.mark.ray
+from tests._support.ray_agents import Counter, counting, expected_state
 
-# pytest imports this file as a top-level module that Ray's workers cannot
-# import: ship its agent classes by value, not by reference.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-class Counter(kr.BaseAutonomousAgent):
-    """Counts to ``task`` (an int); ``trail`` records every cycle it ran."""
-
-    def initial_state(self, task):
-        return {"n": 0, "goal": task, "trail": []}
-
-    async def step(self, state, ctx):
-        await asyncio.sleep(0.01)
-        n = state["n"] + 1
-        new = {**state, "n": n, "trail": [*state["trail"], ctx.cycle]}
-        return kr.StepResult(new, done=n >= state["goal"], output=n)
+pytestmark = [pytest.mark.ray, pytest.mark.own_ray, pytest.mark.usefixtures("own_ray")]
 
 
 def start_ray(namespace: str) -> None:
@@ -43,10 +25,11 @@ def start_ray(namespace: str) -> None:
 
 def test_resume_from_the_checkpoint_on_disk_after_ray_restarts(storage):
     namespace = f"resume-{uuid.uuid4().hex[:8]}"
+    task = counting(6)
     try:
         start_ray(namespace)
         first = Counter.spawn(config=kr.AutonomousConfig(storage_path=storage, max_cycles=3), name="counter")
-        stopped = first.run(6)
+        stopped = first.run(task)
         assert stopped["status"] == "completed" and stopped["cycles"] == 3 and stopped["state"]["n"] == 3
         ray.shutdown()
 
@@ -60,9 +43,10 @@ def test_resume_from_the_checkpoint_on_disk_after_ray_restarts(storage):
         ray.shutdown()
 
     assert resumed["status"] == "completed" and resumed["output"] == 6 and resumed["cycles"] == 6
-    # The saved state and cycle count carried on: cycles 4..6 ran after the restart, 1..3 before it.
-    assert resumed["state"]["trail"] == [1, 2, 3, 4, 5, 6]
-    assert by_id["status"] == "completed" and by_id["state"]["trail"] == [1, 2, 3, 4, 5, 6]
+    # The saved state and cycle count carried on: cycles 4..6 ran after the restart, 1..3 before it,
+    # each once and numbered on (the counter's acc folds in every cycle's number, in order).
+    assert resumed["state"] == expected_state(task, "counter")
+    assert by_id["status"] == "completed" and by_id["state"] == {**expected_state(task, "counter"), "agent": "counter-by-id"}
     final = kr.load_checkpoint(resumed["checkpoint_id"], storage)
     assert final.status == kr.CheckpointStatus.COMPLETED and final.cycle == 6
     # The resumed run's first checkpoint descends from the one the first cluster flushed.

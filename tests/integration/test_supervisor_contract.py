@@ -18,8 +18,8 @@ import kaizen_ray as kr
 from kaizen_ray.core.errors import AgentGoneError, ConfigError
 from kaizen_ray.runtime.supervisor import _Child
 
-from _agents import Counter  # noqa: E402 - shared agents beside this file (pytest puts this folder on sys.path)
-from _waiting import wait_until  # noqa: E402
+from tests._support.ray_agents import Counter, child_status
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -60,13 +60,6 @@ class CountsRequests(Counter):
 def counting(storage: Any, name: str, goal: int, seed: int, *, cls: type = Counter, delay: float = 0.02) -> kr.ChildSpec:
     config = kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=1)
     return kr.ChildSpec(cls, name=name, config=config, task={"goal": goal, "seed": seed, "delay": delay})
-
-
-def child_status(namespace: str, full_name: str) -> dict[str, Any] | None:
-    try:
-        return ray.get(ray.get_actor(full_name, namespace=namespace).status.remote(), timeout=30)
-    except (ValueError, ray.exceptions.RayActorError):  # not spawned yet, or being replaced
-        return None
 
 
 def gone(namespace: str, full_name: str) -> bool:

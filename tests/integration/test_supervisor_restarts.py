@@ -8,7 +8,6 @@ replaying the same transition without any disturbance.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
-from _agents import Counter, expected_state  # noqa: E402 - shared agents beside this file (pytest puts this folder on sys.path)
+from tests._support.ray_agents import Counter, expected_state, wait_for_checkpointed_cycle
 
 pytestmark = pytest.mark.ray
 
@@ -43,21 +42,6 @@ def counting(storage: Any, name: str, goal: int, seed: int, *, delay: float = 0.
 def spawn(name: str, storage: Any, children: list[kr.ChildSpec], **flags: Any) -> Any:
     config = kr.SupervisorConfig(storage_path=storage, **flags)
     return kr.Supervisor.spawn(name, children=children, config=config)
-
-
-def wait_for_cycles(namespace: str, full_name: str, at_least: int) -> tuple[Any, dict[str, Any]]:
-    """The child's actor and its status once it has checkpointed ``at_least`` cycles (bounded poll)."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            actor = ray.get_actor(full_name, namespace=namespace)
-            status = ray.get(actor.status.remote(), timeout=30)
-        except (ValueError, ray.exceptions.RayActorError):  # not spawned yet, or being replaced
-            status = None
-        if status is not None and status["cycle"] >= at_least and status["checkpoint_id"] is not None:
-            return actor, status
-        time.sleep(0.05)
-    raise TimeoutError(f"{full_name} did not reach cycle {at_least} within {WAIT_S}s")
 
 
 def history(storage: Any, agent: str) -> list[kr.Checkpoint]:
@@ -102,7 +86,7 @@ def test_killed_child_is_restarted_from_its_checkpoint_and_ends_as_if_undisturbe
     sup = spawn("kr1", storage, [counting(storage, n, g, s) for n, (g, s) in tasks.items()], max_restarts=3, restart_window_s=60.0)
     cleanup(sup)
     ref = sup.start()
-    victim, before = wait_for_cycles(ray_cluster, "kr1/victim", 3)
+    victim, before = wait_for_checkpointed_cycle(ray_cluster, "kr1/victim", 3)
     assert before["cycle"] < 30 and before["agent"] == "kr1/victim"
     ray.kill(victim, no_restart=True)
 
@@ -136,9 +120,9 @@ def test_strategy_restarts_the_right_children(ray_cluster, storage, cleanup, str
     )  # fmt: skip
     cleanup(sup)
     ref = sup.start()
-    middle, _ = wait_for_cycles(ray_cluster, f"{sup_name}/b", 3)
+    middle, _ = wait_for_checkpointed_cycle(ray_cluster, f"{sup_name}/b", 3)
     for sibling in ("a", "c"):  # they must still be running for the strategy to matter
-        _, status = wait_for_cycles(ray_cluster, f"{sup_name}/{sibling}", 1)
+        _, status = wait_for_checkpointed_cycle(ray_cluster, f"{sup_name}/{sibling}", 1)
         assert status["phase"] == "running" and status["cycle"] < goal
     ray.kill(middle, no_restart=True)
 
@@ -191,14 +175,15 @@ def test_crashed_temporary_child_is_not_restarted(ray_cluster, storage, cleanup)
     )  # fmt: skip
     cleanup(sup)
     ref = sup.start()
-    temp, before = wait_for_cycles(ray_cluster, "kr-temp/temp", 2)
+    temp, before = wait_for_checkpointed_cycle(ray_cluster, "kr-temp/temp", 2)
     ray.kill(temp, no_restart=True)
 
     result = ray.get(ref, timeout=WAIT_S)
 
     assert result["restarts"] == 0
     crashed = result["children"]["temp"]
-    assert crashed["status"] == "killed" and crashed["error"] is not None  # died on its own: a crash
+    # Died on its own (a crash, not a stop): Ray's own error, kept by type.
+    assert crashed["status"] == "killed" and isinstance(crashed["error"], ray.exceptions.RayActorError), crashed["error"]
     assert before["cycle"] <= crashed["cycles"] < 1_000  # the state of its last flushed checkpoint
     with pytest.raises(ValueError):  # no new actor took its name
         ray.get_actor("kr-temp/temp", namespace=ray_cluster)

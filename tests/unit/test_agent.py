@@ -5,49 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-import time
 
 import pytest
 
 import kaizen_ray as kr
 from kaizen_ray.core.agent import AgentPhase
-
-
-class Counter(kr.BaseAutonomousAgent):
-    """Deterministic: state n goes 0, 1, 2, ... and the run is done at ``goal``."""
-
-    def initial_state(self, task):
-        return {"n": 0, "goal": task, "trail": []}
-
-    async def step(self, state, ctx):
-        n = state["n"] + 1
-        return kr.StepResult({**state, "n": n, "trail": [*state["trail"], n * n]}, done=n >= state["goal"], output=n)
-
-
-class Gate:
-    """A step that blocks (async) in a chosen cycle until released; tells when it is there."""
-
-    def __init__(self, block_at: int) -> None:
-        self.block_at = block_at
-        self.entered = threading.Event()
-        self.cancelled = threading.Event()
-
-
-class GatedAgent(kr.BaseAutonomousAgent):
-    gate: Gate
-
-    def initial_state(self, task):
-        return {"n": 0}
-
-    async def step(self, state, ctx):
-        if ctx.cycle == self.gate.block_at:
-            self.gate.entered.set()
-            try:
-                await asyncio.Event().wait()  # never set: only cancellation ends it
-            except asyncio.CancelledError:
-                self.gate.cancelled.set()
-                raise
-        return kr.StepResult({"n": state["n"] + 1})
+from tests._support.agents import WAIT_S, AwaitsAtCycle, BlocksAtCycle, Counter
 
 
 def cfg(tmp_path, **kw):
@@ -60,7 +23,7 @@ def run(coro):
 
 def interrupt_when(event: threading.Event, manager: kr.InterruptManager, *args) -> threading.Thread:
     def go() -> None:
-        assert event.wait(10), "the step never reached the gate"
+        assert event.wait(WAIT_S), "the step never reached the gate"
         manager.request_interrupt(*args)
 
     t = threading.Thread(target=go, daemon=True)
@@ -87,26 +50,20 @@ def test_max_cycles_counts_across_resumes(tmp_path):
     assert again["cycles"] == 6 and again["state"]["n"] == 6
 
 
+def test_the_last_cycle_before_max_cycles_is_checkpointed_once(tmp_path):
+    # checkpoint_frequency=1 saves after every cycle, but the final save of cycle 4 is the only one of it.
+    result = run(Counter(config=cfg(tmp_path, max_cycles=4, checkpoint_frequency=1)).run_autonomous(100))
+    cycles = [info.cycle for info in kr.list_checkpoints(tmp_path, agent="Counter")]
+    assert cycles == [1, 2, 3, 4] and result["checkpoint_id"] == kr.list_checkpoints(tmp_path)[-1].id
+
+
 def test_graceful_interrupt_lets_the_cycle_in_flight_finish_and_commit(tmp_path):
-    class Slow(kr.BaseAutonomousAgent):
-        entered = threading.Event()
-        release = threading.Event()
-
-        def initial_state(self, task):
-            return {"n": 0}
-
-        def step(self, state, ctx):  # sync: runs in a thread
-            if ctx.cycle == 2:
-                self.entered.set()
-                assert self.release.wait(10)
-            return kr.StepResult({"n": state["n"] + 1})
-
-    agent = Slow(config=cfg(tmp_path))
+    agent = BlocksAtCycle(config=cfg(tmp_path), block_at=2)
 
     def stop_then_release():
-        assert Slow.entered.wait(10)
+        assert agent.entered.wait(WAIT_S)
         assert agent.interrupt_manager.request_interrupt(kr.InterruptSource.PROGRAMMATIC, reason="enough")
-        Slow.release.set()
+        agent.release.set()
 
     threading.Thread(target=stop_then_release, daemon=True).start()
     result = run(agent.run_autonomous())
@@ -120,33 +77,36 @@ def test_graceful_interrupt_lets_the_cycle_in_flight_finish_and_commit(tmp_path)
 
 
 def test_immediate_cancels_an_async_step_mid_await_and_keeps_the_last_completed_cycle(tmp_path):
-    agent = GatedAgent(config=cfg(tmp_path))
-    agent.gate = Gate(block_at=4)
-    interrupt_when(agent.gate.entered, agent.interrupt_manager, "user", "immediate", "stop now")
+    agent = AwaitsAtCycle(config=cfg(tmp_path), block_at=4)
+    interrupt_when(agent.entered, agent.interrupt_manager, "user", "immediate", "stop now")
     result = run(agent.run_autonomous())
-    assert agent.gate.cancelled.is_set(), "the step never saw CancelledError"
+    assert agent.cancelled.is_set(), "the step never saw CancelledError"
     assert (result["status"], result["mode"], result["cycles"], result["state"]) == ("interrupted", "immediate", 3, {"n": 3})
     assert kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path).state == {"n": 3}
 
 
 def test_timeout_fires_while_a_sync_step_blocks(tmp_path):
+    woke: list[bool] = []
+
     class Blocking(kr.BaseAutonomousAgent):
         def step(self, state, ctx):
-            time.sleep(0.3)  # holds no await: only a thread timer can fire now
+            # Blocks its thread, holding no await, until the interrupt lands:
+            # only the deadline thread can end this cycle.
+            woke.append(self.interrupt_manager.wait(WAIT_S))
             return kr.StepResult(state)
 
     agent = Blocking(config=cfg(tmp_path))
     agent.interrupt_manager.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=0.1))
     result = run(agent.run_autonomous("t"))
     reason = result["interrupt_reason"]
+    assert woke == [True], "the step was not woken by the timeout"
     assert result["status"] == "interrupted" and result["cycles"] == 1
     assert (reason.source, reason.metadata["handler"]) == (kr.InterruptSource.SYSTEM, "timeout")
 
 
 def test_a_graceful_stop_past_its_deadline_escalates_to_immediate(tmp_path):
-    agent = GatedAgent(config=cfg(tmp_path, graceful_shutdown_timeout=0.05))
-    agent.gate = Gate(block_at=2)
-    interrupt_when(agent.gate.entered, agent.interrupt_manager, "programmatic", "graceful", "please stop")
+    agent = AwaitsAtCycle(config=cfg(tmp_path, graceful_shutdown_timeout=0.05), block_at=2)
+    interrupt_when(agent.entered, agent.interrupt_manager, "programmatic", "graceful", "please stop")
     result = run(agent.run_autonomous())
     history = agent.interrupt_manager.history
     assert [r.mode.value for r in history] == ["graceful", "immediate"]
@@ -156,25 +116,15 @@ def test_a_graceful_stop_past_its_deadline_escalates_to_immediate(tmp_path):
 
 
 def test_immediate_waits_for_a_sync_step_then_abandons_it_and_discards_its_result(tmp_path):
-    release = threading.Event()
-    entered = threading.Event()
-
-    class Stubborn(kr.BaseAutonomousAgent):
-        def initial_state(self, task):
-            return {"n": 0}
-
-        def step(self, state, ctx):
-            if ctx.cycle == 2:
-                entered.set()
-                release.wait(10)  # a thread cannot be cancelled
-            return kr.StepResult({"n": state["n"] + 1})
-
-    agent = Stubborn(config=cfg(tmp_path, immediate_shutdown_timeout=0.05))
-    interrupt_when(entered, agent.interrupt_manager, "user", "immediate")
+    agent = BlocksAtCycle(config=cfg(tmp_path, immediate_shutdown_timeout=0.05), block_at=2)
+    interrupt_when(agent.entered, agent.interrupt_manager, "user", "immediate")
     try:
         result = run(agent.run_autonomous())
+        # Returned while cycle 2's thread was still blocked: the thread was abandoned, not awaited.
+        still_blocked = not agent.unblocked.is_set()
     finally:
-        release.set()
+        agent.release.set()
+    assert still_blocked
     assert (result["status"], result["cycles"], result["state"]) == ("interrupted", 1, {"n": 1})
 
 
@@ -189,7 +139,7 @@ def test_a_step_that_swallows_cancellation_has_its_result_discarded(tmp_path):
             if ctx.cycle == 2:
                 entered.set()
                 try:
-                    await asyncio.sleep(30)
+                    await asyncio.sleep(WAIT_S)
                 except asyncio.CancelledError:
                     return kr.StepResult({"n": -1})  # must never be committed
             return kr.StepResult({"n": state["n"] + 1})
@@ -318,21 +268,29 @@ def test_hooks_run_in_order_and_a_hook_can_interrupt(tmp_path):
 def test_hooks_that_raise_or_hang_never_hold_up_a_system_interrupt(tmp_path):
     agent = Counter(config=cfg(tmp_path, hook_timeout_s=0.05))
     hung = threading.Event()
-    agent.hooks.register(kr.HookEvent.PRE_INTERRUPT, lambda ctx: hung.wait(30))
-    agent.hooks.register(kr.HookEvent.PRE_INTERRUPT, lambda ctx: 1 / 0)
+    finished: list[str] = []  # a hook appends here only once it has run to its end
+
+    def blocks(ctx):
+        hung.wait(WAIT_S)
+        finished.append("sync pre_interrupt")
 
     async def hangs(ctx):
-        await asyncio.sleep(30)
+        await asyncio.sleep(WAIT_S)
+        finished.append("async post_interrupt")
 
+    agent.hooks.register(kr.HookEvent.PRE_INTERRUPT, blocks)
+    agent.hooks.register(kr.HookEvent.PRE_INTERRUPT, lambda ctx: 1 / 0)
     agent.hooks.register(kr.HookEvent.POST_INTERRUPT, hangs)
     agent.interrupt_manager.request_interrupt("system", metadata={"handler": "budget"})
-    started = time.monotonic()
     try:
         result = run(agent.run_autonomous(5))
+        # Had the run waited for either hook, that hook would have finished first.
+        finished_before_the_result = list(finished)
     finally:
         hung.set()
-    assert result["status"] == "interrupted" and result["checkpoint_id"]
-    assert time.monotonic() - started < 10  # bounded by the hook timeouts, not the hooks
+    assert finished_before_the_result == []
+    assert result["status"] == "interrupted" and result["interrupt_reason"].metadata["handler"] == "budget"
+    assert kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path).status == "interrupted"
 
 
 def test_budget_handler_stops_the_run_when_spend_reaches_max_cost(tmp_path):
@@ -365,13 +323,11 @@ def test_a_refused_reservation_stops_before_spending(tmp_path):
 
 
 def test_cancelling_the_run_task_checkpoints_then_propagates_cancellation(tmp_path):
-    agent = GatedAgent(config=cfg(tmp_path))
-    agent.gate = Gate(block_at=3)
+    agent = AwaitsAtCycle(config=cfg(tmp_path), block_at=3)
 
     async def main():
         task = asyncio.ensure_future(agent.run_autonomous())
-        while not agent.gate.entered.is_set():
-            await asyncio.sleep(0.001)
+        assert await asyncio.to_thread(agent.entered.wait, WAIT_S), "the step never reached cycle 3"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

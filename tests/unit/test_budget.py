@@ -167,7 +167,7 @@ def test_eight_threads_never_oversubscribe_reservations() -> None:
 
     def worker(n: int) -> None:
         rng = random.Random(1000 + n)
-        start.wait()
+        start.wait(30)
         for _ in range(400):
             r = ledger.reserve(rng.choice([0.1, 0.25, 0.5, 1.0, 2.0]))
             snap = ledger.snapshot()

@@ -3,6 +3,7 @@
 Each test checks a promise of the module docstring or of DESIGN.md ("Interrupts").
 Waiting is done on events or on observable waiter registration, never on a
 sleep, except to show that something did *not* happen within a bounded window.
+How fast a waiter wakes is measured in benchmarks/wakeup_latency.py, never here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import logging
 import pickle
 import random
-import statistics
 import sys
 import threading
 import time
@@ -294,10 +294,10 @@ def test_concurrent_requests_keep_the_invariants() -> None:
 
     def worker(i: int) -> None:
         for rnd in range(rounds):
-            start.wait()
+            start.wait(10)
             src, md = plan[rnd][i]
             results[i] = parent.request_interrupt(src, md, f"{rnd}:{i}")
-            done.wait()
+            done.wait(10)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
     for rnd in range(rounds):
@@ -332,13 +332,17 @@ def test_concurrent_requests_keep_the_invariants() -> None:
 
 def test_wait_times_out_false_and_is_true_at_once_when_interrupted() -> None:
     m = InterruptManager()
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     assert m.wait(timeout=0.05) is False
-    assert time.perf_counter() - t0 >= 0.045
+    assert time.monotonic() - t0 >= 0.05 - 1e-3  # the timeout is honoured, not cut short
     m.request_interrupt(USER)
-    t0 = time.perf_counter()
-    assert m.wait(timeout=5) is True and m.wait() is True
-    assert time.perf_counter() - t0 < 0.05
+    assert m.wait(timeout=0) is True and m.wait() is True
+    # "At once": a wait with an hour's timeout returns within the (much shorter) bound of this join.
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(m.wait(timeout=3600)), daemon=True)
+    t.start()
+    t.join(10)
+    assert got == [True], "wait() on an interrupted manager blocked instead of returning True"
 
 
 def test_wait_async_returns_at_once_when_interrupted() -> None:
@@ -350,45 +354,6 @@ def test_wait_async_returns_at_once_when_interrupted() -> None:
 
     asyncio.run(main())
     assert m._async_waiters == set()
-
-
-def _latency_report(latencies: list[float]) -> tuple[float, float]:
-    return statistics.median(latencies), max(latencies)
-
-
-def test_wait_wakes_within_a_millisecond() -> None:
-    latencies = []
-    for _ in range(50):
-        m = InterruptManager()
-        woke: list[float] = []
-        t = threading.Thread(target=lambda m=m, woke=woke: (m.wait(5), woke.append(time.perf_counter())))
-        t.start()
-        wait_until(lambda m=m: thread_waiters(m) == 1)
-        t0 = time.perf_counter()
-        m.request_interrupt(PROG, G, "go")
-        t.join(5)
-        latencies.append(woke[0] - t0)
-    median, worst = _latency_report(latencies)
-    assert median < 0.001, f"median wake latency {median * 1e3:.3f} ms"
-    assert worst < 0.050, f"worst wake latency {worst * 1e3:.3f} ms"
-
-
-def test_wait_async_wakes_within_a_millisecond(loop) -> None:
-    async def waiter(m: InterruptManager) -> float:
-        await m.wait_async()
-        return time.perf_counter()
-
-    latencies = []
-    for _ in range(50):
-        m = InterruptManager()
-        fut = asyncio.run_coroutine_threadsafe(waiter(m), loop)
-        wait_until(lambda m=m: len(m._async_waiters) == 1)
-        t0 = time.perf_counter()
-        m.request_interrupt(PROG, G, "go")
-        latencies.append(fut.result(5) - t0)
-    median, worst = _latency_report(latencies)
-    assert median < 0.001, f"median wake latency {median * 1e3:.3f} ms"
-    assert worst < 0.050, f"worst wake latency {worst * 1e3:.3f} ms"
 
 
 def test_one_request_wakes_every_waiter(loop) -> None:
@@ -620,7 +585,7 @@ def test_shutdown_callbacks_run_once_newest_first_errors_returned(caplog) -> Non
     m.on_shutdown(lambda: ran.append("first"))
     m.on_shutdown(failing)
     m.on_shutdown(lambda: ran.append("last"))
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="on_shutdown expects a callable, got 'not callable'"):
         m.on_shutdown("not callable")  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="kaizen_ray"):
         errors = m.run_shutdown_callbacks()
@@ -653,8 +618,9 @@ def test_a_handler_whose_arm_fails_is_not_registered() -> None:
             super().arm(manager)
 
     m, h = InterruptManager(), Flaky()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^cannot arm$"):
         m.add_handler(h)
+    assert m.handlers == [] and h.armed == []
     h.fail = False
     m.add_handler(h)  # a retry must really arm
     assert h.armed == [m] and m.handlers == [h]

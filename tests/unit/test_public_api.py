@@ -77,3 +77,16 @@ CORE_MODULES = [
 def test_docstring_examples_run(module):
     failures, _ = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert failures == 0
+
+
+def test_no_docstring_example_runs_twice():
+    # The doctests run from here only, one module at a time: a docstring that
+    # two modules both collect (a re-export counted as local) would run twice.
+    seen: dict[tuple[str | None, int | None, str | None], str] = {}
+    for module in ["kaizen_ray", *CORE_MODULES]:
+        for test in doctest.DocTestFinder().find(importlib.import_module(module)):
+            if test.examples:
+                where = (test.filename, test.lineno, test.docstring)  # a property's lineno is None
+                assert where not in seen, f"{test.name} is collected by both {seen[where]} and {module}"
+                seen[where] = module
+    assert len(seen) >= len(CORE_MODULES)  # they were found at all

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import kaizen_ray as kr
+from tests._support.agents import Counter
 
 
 def cfg(tmp_path, **kw):
@@ -64,10 +65,6 @@ def test_pre_interrupt_runs_while_a_graceful_cycle_is_in_flight_and_post_interru
 
 
 def test_a_hook_sees_the_agent_itself_and_can_stop_it_through_its_manager(tmp_path):
-    class Counter(kr.BaseAutonomousAgent):
-        async def step(self, state, ctx):
-            return kr.StepResult({"n": state.get("n", 0) + 1})
-
     agent = Counter(config=cfg(tmp_path))
 
     async def stop_at_two(ctx: kr.HookContext) -> kr.HookResult:
@@ -79,7 +76,7 @@ def test_a_hook_sees_the_agent_itself_and_can_stop_it_through_its_manager(tmp_pa
         return kr.HookResult(success=True)
 
     agent.hooks.register(kr.HookEvent.POST_CYCLE, stop_at_two)
-    result = asyncio.run(agent.run_autonomous({}))
+    result = asyncio.run(agent.run_autonomous(100))
     assert (result["status"], result["cycles"], result["mode"]) == ("interrupted", 2, "immediate")
     assert result["interrupt_reason"].message == "two is enough"
 

@@ -19,43 +19,10 @@ from kaizen_ray.core.checkpoint import CheckpointStorageError, FileCheckpointSto
 from kaizen_ray.core.supervision import ChildExit, children_to_restart, classify_exit, should_restart
 from kaizen_ray.runtime.agent_actor import AgentRuntime
 from kaizen_ray.runtime.checkpoints import CheckpointStoreLogic
-
-WAIT_S = 10.0  # generous bound for events that should come in milliseconds
+from tests._support.agents import WAIT_S, BlocksAtCycle, Counter
 
 
 # -- agents (module level, like the Ray tests' agents) ------------------------------------------
-
-
-class Counter(kr.BaseAutonomousAgent):
-    """Counts to ``task``, one async cycle at a time."""
-
-    def initial_state(self, task):
-        return {"n": 0, "goal": task}
-
-    async def step(self, state, ctx):
-        n = state["n"] + 1
-        return kr.StepResult({**state, "n": n}, done=n >= state["goal"], output=n)
-
-
-class BlockingAgent(kr.BaseAutonomousAgent):
-    """A plain ``def`` step (runs in a thread) that blocks in cycle 2 until released.
-
-    Cycle 1 returns at once, so there is a committed state to checkpoint.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def initial_state(self, task):
-        return {"n": 0}
-
-    def step(self, state, ctx):
-        if ctx.cycle == 2:
-            self.entered.set()
-            self.release.wait(WAIT_S)  # bounded: a broken test cannot leave a thread behind for long
-        return kr.StepResult({"n": state["n"] + 1})
 
 
 class SlowStartAgent(kr.BaseAutonomousAgent):
@@ -109,7 +76,7 @@ def test_runtime_refuses_an_agent_class_that_drops_its_name(tmp_path):
 
 
 def test_kill_deadline_resolves_with_a_snapshot_when_an_immediate_stop_of_a_blocking_step_overruns(tmp_path):
-    rt = AgentRuntime(BlockingAgent, "blocker", config(tmp_path, immediate_shutdown_timeout=0.2))
+    rt = AgentRuntime(BlocksAtCycle, "blocker", config(tmp_path, immediate_shutdown_timeout=0.2))
     agent = rt.agent
 
     async def scenario():
@@ -132,7 +99,7 @@ def test_kill_deadline_resolves_with_a_snapshot_when_an_immediate_stop_of_a_bloc
 
 
 def test_kill_deadline_resolves_none_when_the_run_ends_first(tmp_path):
-    rt = AgentRuntime(BlockingAgent, "quick", config(tmp_path, immediate_shutdown_timeout=30.0))
+    rt = AgentRuntime(BlocksAtCycle, "quick", config(tmp_path, immediate_shutdown_timeout=30.0))
     agent = rt.agent
 
     async def scenario():
@@ -183,7 +150,7 @@ def test_an_immediate_request_made_before_the_run_arms_the_kill_deadline(tmp_pat
 
 
 def test_a_passed_kill_deadline_is_not_reported_for_the_next_run(tmp_path):
-    rt = AgentRuntime(BlockingAgent, "again", config(tmp_path, immediate_shutdown_timeout=0.1, max_cycles=3))
+    rt = AgentRuntime(BlocksAtCycle, "again", config(tmp_path, immediate_shutdown_timeout=0.1, max_cycles=3))
     agent = rt.agent
 
     async def scenario():

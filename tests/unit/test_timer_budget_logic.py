@@ -9,70 +9,86 @@ import time
 import pytest
 
 from kaizen_ray.core.handlers import BudgetInterruptHandler
-from kaizen_ray.runtime.budget import BudgetScope, RayBudgetClient
-from kaizen_ray.runtime.timer import TimerLogic
 from kaizen_ray.core.interrupts import InterruptManager
+from kaizen_ray.runtime.budget import BudgetActor, BudgetScope, RayBudgetClient
+from kaizen_ray.runtime.timer import TimerLogic
 
 
-async def _collect_until(timer: TimerLogic, fired: list, n: int, bound_s: float = 5.0) -> None:
-    deadline = time.monotonic() + bound_s
-    while len(fired) < n:
-        assert time.monotonic() < deadline, f"only {len(fired)} of {n} deadlines fired"
-        await asyncio.sleep(0.001)
+WAIT_S = 10.0  # bound on waiting for the loop; never reached when all is well
+
+
+class Clock:
+    """One fake clock for both of the timer's clocks (wall and monotonic): only the test moves it."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fake_timer(fired: list) -> tuple[TimerLogic, Clock]:
+    clock = Clock()
+    return TimerLogic(lambda key, payload, late: fired.append((key, late)), clock=clock, wall=clock), clock
 
 
 def test_deadlines_fire_in_due_order_and_cancelled_ones_never():
-    async def main():
-        fired: list = []
-        timer = TimerLogic(lambda key, payload, late: fired.append(key))
-        task = asyncio.ensure_future(timer.loop())
-        now = time.time()
-        for key, timeout in (("c", 0.06), ("a", 0.02), ("x", 0.04), ("b", 0.04)):
-            timer.schedule(key, started_at=now, timeout_s=timeout, payload=None)
-        assert timer.cancel("x") and not timer.cancel("never")
-        await _collect_until(timer, fired, 3)
-        task.cancel()
-        return fired, len(timer)
-
-    fired, pending = asyncio.run(main())
-    assert fired == ["a", "b", "c"] and pending == 0
+    fired: list = []
+    timer, clock = fake_timer(fired)
+    for key, timeout in (("c", 0.06), ("a", 0.02), ("x", 0.04), ("b", 0.04)):
+        timer.schedule(key, started_at=clock.now, timeout_s=timeout, payload=None)
+    assert timer.cancel("x") and not timer.cancel("never")
+    clock.now += 0.05
+    assert timer.fire_due() == pytest.approx(0.01)  # "c" is due in 10 ms
+    assert [key for key, _ in fired] == ["a", "b"]
+    clock.now += 0.01
+    assert timer.fire_due() is None
+    assert [key for key, _ in fired] == ["a", "b", "c"] and len(timer) == 0
 
 
 def test_a_deadline_counts_from_the_run_start_not_from_its_arrival():
+    fired: list = []
+    timer, clock = fake_timer(fired)
+    # The run started 10 s ago with a 10.05 s timeout: 50 ms are left, not 10.05 s.
+    left = timer.schedule("late-start", started_at=clock.now - 10.0, timeout_s=10.05, payload=None)
+    assert left == pytest.approx(0.05)
+    assert timer.fire_due() == pytest.approx(0.05) and fired == []
+    clock.now += 0.05
+    assert timer.fire_due() is None
+    assert fired == [("late-start", pytest.approx(0.0))]
+
+
+def test_a_deadline_already_past_fires_at_once_and_a_failing_target_does_not_stop_the_loop(caplog):
+    fired: list = []
+
+    def fire(key, payload, late):
+        fired.append((key, late))
+        if key == "boom":
+            raise RuntimeError("target gone")
+
+    clock = Clock()
+    timer = TimerLogic(fire, clock=clock, wall=clock)
+    timer.schedule("boom", started_at=clock.now - 5, timeout_s=1, payload=None)  # 4 s past already
+    timer.schedule("next", started_at=clock.now, timeout_s=0, payload=None)
+    assert timer.fire_due() is None
+    assert fired == [("boom", pytest.approx(4.0)), ("next", pytest.approx(0.0))]
+    assert "firing 'boom' failed" in caplog.text and "target gone" in caplog.text
+
+
+def test_the_loop_sleeps_until_a_deadline_and_fires_it_on_its_own():
     async def main():
-        fired: list = []
-        timer = TimerLogic(lambda key, payload, late: fired.append((key, late)))
-        task = asyncio.ensure_future(timer.loop())
-        # The run started 10 s ago with a 10.05 s timeout: 50 ms are left, not 10.05 s.
-        left = timer.schedule("late-start", started_at=time.time() - 10.0, timeout_s=10.05, payload=None)
-        started = time.monotonic()
-        await _collect_until(timer, fired, 1, bound_s=3.0)
-        task.cancel()
-        return left, time.monotonic() - started
+        arrived = asyncio.Event()
+        timer = TimerLogic(lambda key, payload, late: arrived.set())
+        loop_task = asyncio.ensure_future(timer.loop())
+        await asyncio.sleep(0)  # the loop is waiting, with nothing pending
+        timer.schedule("k", started_at=time.time(), timeout_s=0.01, payload=None)
+        try:
+            await asyncio.wait_for(arrived.wait(), WAIT_S)
+        finally:
+            loop_task.cancel()
+        return timer.fired, len(timer)
 
-    left, waited = asyncio.run(main())
-    assert 0 < left < 0.06
-    assert waited < 3.0  # bounded by _collect_until; 10 s would have failed it
-
-
-def test_a_deadline_already_past_fires_at_once_and_a_failing_target_does_not_stop_the_loop():
-    async def main():
-        fired: list = []
-
-        def fire(key, payload, late):
-            fired.append(key)
-            if key == "boom":
-                raise RuntimeError("target gone")
-
-        timer = TimerLogic(fire)
-        task = asyncio.ensure_future(timer.loop())
-        timer.schedule("boom", started_at=time.time() - 5, timeout_s=1, payload=None)
-        timer.schedule("next", started_at=time.time(), timeout_s=0.01, payload=None)
-        await _collect_until(timer, fired, 2)
-        task.cancel()
-        return fired
-
-    assert asyncio.run(main()) == ["boom", "next"]
+    assert asyncio.run(main()) == (1, 0)
 
 
 def test_a_thousand_pending_deadlines_are_heap_entries_not_tasks():
@@ -157,28 +173,37 @@ def test_reservations_bound_the_spend_and_a_refusal_says_stop(tmp_path):
     assert answer["stop"]["metadata"]["handler"] == "budget"  # the refusal exhausted the scope
 
 
-def test_the_ray_client_stops_its_own_agent_when_a_settle_finds_the_budget_spent(tmp_path):
-    scope = BudgetScope("s", BudgetInterruptHandler(0.25), tmp_path / "s.json")
+class InProcessActor:
+    """The real actor class, instantiated here and called the way a Ray handle is: ``actor.method.remote(*args)``.
 
-    class _Local:
-        """A scope actor stand-in running the real BudgetScope in-process."""
+    No signature of its own: a client call the actor's method does not accept
+    fails here exactly as it would on Ray.
+    """
 
-        class _Call:
-            def __init__(self, fn):
-                self.fn = fn
+    def __init__(self, actor_class, *args) -> None:
+        self._instance = actor_class.__ray_actor_class__(*args)  # the class under @ray.remote
 
-            def remote(self, *args):
+    def __getattr__(self, name: str):
+        method = getattr(self._instance, name)
+
+        class _Remote:
+            @staticmethod
+            def remote(*args, **kwargs):
                 fut = asyncio.get_running_loop().create_future()
-                fut.set_result(self.fn(*args))
+                try:
+                    fut.set_result(method(*args, **kwargs))
+                except Exception as exc:  # noqa: BLE001 - delivered to the awaiting client, as Ray would
+                    fut.set_exception(exc)
                 return fut
 
-        def __init__(self, scope):
-            self.settle = self._Call(scope.settle)
-            self.reserve = self._Call(lambda agent, amount: (scope.reserve(agent, amount), scope._answer()))
+        return _Remote()
 
+
+def test_the_ray_client_stops_its_own_agent_when_a_settle_finds_the_budget_spent(tmp_path):
+    scope = InProcessActor(BudgetActor, "s", BudgetInterruptHandler(0.25), str(tmp_path / "s.json"))
     manager = InterruptManager(name="a1")
     client = RayBudgetClient("a1", manager)
-    client.add_scope(_Local(scope))
+    client.add_scope(scope)
 
     async def main():
         client.charge(0.1)
@@ -190,6 +215,28 @@ def test_the_ray_client_stops_its_own_agent_when_a_settle_finds_the_budget_spent
     asyncio.run(main())
     assert manager.is_interrupted() and manager.reason.metadata["handler"] == "budget"
     assert client.snapshot()["spent"] == pytest.approx(0.3)
+
+
+def test_the_ray_client_reserves_settles_the_reservation_and_a_refusal_stops_its_agent(tmp_path):
+    scope = InProcessActor(BudgetActor, "s", BudgetInterruptHandler(1.0), str(tmp_path / "s.json"))
+    manager = InterruptManager(name="a1")
+    client = RayBudgetClient("a1", manager)
+    client.add_scope(scope)
+
+    async def main():
+        assert await client.reserve(0.6) is True
+        assert client.snapshot()["reserved"] == pytest.approx(0.6)
+        client.charge(0.5)  # consumes the reservation
+        await client.settle()  # and releases what is left of it
+        after_settle = dict(client.snapshot())
+        refused = await client.reserve(0.6)  # 0.5 spent: 0.6 more does not fit
+        return after_settle, refused
+
+    after_settle, refused = asyncio.run(main())
+    assert (after_settle["spent"], after_settle["reserved"]) == (pytest.approx(0.5), 0.0)
+    assert refused is False
+    assert manager.is_interrupted() and manager.reason.metadata["handler"] == "budget"
+    assert manager.reason.message == "budget exhausted: spent 0.5 of 1"
 
 
 def test_a_retried_settle_or_reserve_is_answered_again_not_applied_twice(tmp_path):
