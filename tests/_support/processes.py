@@ -20,6 +20,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys  # noqa: F401 - the module's doctests use it
 import tempfile
 import threading
 import time

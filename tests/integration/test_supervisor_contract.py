@@ -156,8 +156,17 @@ def test_child_request_interrupt_returns_the_managers_bool(ray_cluster, storage,
     assert child.request_interrupt("programmatic", "graceful", "first") is True
     assert child.request_interrupt("programmatic", "graceful", "second") is False  # the same mode again is refused
     ray.kill(handle.actor, no_restart=True)
+    wait_until(lambda: _is_dead(handle.actor), "the killed actor to be dead")  # ray.kill returns before the death
     with pytest.raises(AgentGoneError, match="bool-child"):
         child.request_interrupt("programmatic", "immediate", "third")
+
+
+def _is_dead(actor) -> bool:
+    try:
+        ray.get(actor.describe.remote(), timeout=10)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
 
 
 # -- the supervisor's own death --------------------------------------------------------------------------
