@@ -18,10 +18,16 @@ from typing import Any
 import pytest
 import ray
 import ray.cloudpickle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import kaizen_ray as kr
-
-from tests._support.ray_agents import Counter, Spender, child_status, expected_state, wait_for_checkpointed_cycle
+from tests._support.ray_agents import (
+    Counter,
+    Spender,
+    child_status,
+    expected_state,
+    wait_for_checkpointed_cycle,
+)
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
@@ -73,8 +79,6 @@ def chain_reaches(storage: Any, final_id: str, ancestor_id: str) -> bool:
 
 def test_actor_options_reach_the_childs_actor(ray_cluster, storage, cleanup):
     node_id = ray.get_runtime_context().get_node_id()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     options = {
         "num_cpus": 0,
         "runtime_env": {"env_vars": {"KAIZEN_PROBE": "x"}},
