@@ -12,7 +12,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kaizen_ray.core._validate import finite_non_negative
 from kaizen_ray.core.checkpoint import validate_agent_name
@@ -132,39 +139,85 @@ class RestartStrategy(StrEnum):
 
 
 class ChildSpec(_Config):
-    """One supervised child: its agent class, logical name, config, task and restart policy.
+    """One supervised child: an agent class (or ``kr.Supervisor``), its logical name, config, task, restart policy.
+
+    ``actor_options`` go to the child's Ray ``.options()`` (``num_cpus``,
+    ``resources``, ``scheduling_strategy``, ``runtime_env``, ...), under the
+    ``name`` and ``namespace`` its supervisor sets. A child that is itself a
+    supervisor (``kr.Supervisor``) takes ``children`` and, as ``config``, a
+    :class:`SupervisorConfig` (or a dict of its fields): a supervision tree.
+    ``spawn_timeout_s`` bounds how long the supervisor waits for the child's
+    actor to be up (a request no node can meet must not hang it).
 
     >>> from kaizen_ray.core.agent import BaseAutonomousAgent
     >>> class Worker(BaseAutonomousAgent):
     ...     async def step(self, state, ctx): ...
-    >>> spec = ChildSpec(Worker, name="w1", restart="transient")
-    >>> spec.agent_cls is Worker, spec.restart
-    (True, <RestartPolicy.TRANSIENT: 'transient'>)
+    >>> spec = ChildSpec(Worker, name="w1", restart="transient", actor_options={"num_cpus": 0})
+    >>> spec.agent_cls is Worker, spec.restart, spec.kind
+    (True, <RestartPolicy.TRANSIENT: 'transient'>, 'agent')
+    >>> ChildSpec(Worker, name="w1", actor_options={"name": "x"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kaizen_ray.core.errors.ConfigError: ChildSpec.actor_options: actor_options must not set 'name'...
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     agent_cls: type
     name: str
-    config: AutonomousConfig = Field(default_factory=AutonomousConfig)
+    config: AutonomousConfig | SupervisorConfig = Field(default_factory=AutonomousConfig)
     task: Any = None
     restart: RestartPolicy = RestartPolicy.PERMANENT
     agent_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Constructor keywords for the agent (signature=, tools=, ...)"
     )
+    actor_options: dict[str, Any] = Field(
+        default_factory=dict, description="Ray actor options for the child's actor (num_cpus, resources, ...)"
+    )
+    children: list[ChildSpec] | None = Field(default=None, description="A supervisor child's own children")
+    spawn_timeout_s: float = Field(default=300.0, description="Longest wait for the child's actor to be up")
 
     def __init__(self, agent_cls: type | None = None, /, **data: Any) -> None:
         if agent_cls is not None:
             data["agent_cls"] = agent_cls
         super().__init__(**data)
 
+    @property
+    def kind(self) -> str:
+        """``"agent"`` or ``"supervisor"``: what the child's actor is."""
+        return _kind_of(self.agent_cls) or "agent"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _config_of_kind(cls, data: Any) -> Any:
+        # An agent child is configured by an AutonomousConfig, a supervisor child by a
+        # SupervisorConfig: decided by the class, never guessed from a dict's keys.
+        if not isinstance(data, dict):
+            return data
+        kind = _kind_of(data.get("agent_cls"))
+        expected: Any = {"agent": AutonomousConfig, "supervisor": SupervisorConfig}.get(kind or "")
+        config = data.get("config")
+        if expected is None or isinstance(config, expected):
+            return data
+        if config is None:
+            return {**data, "config": expected()}
+        if isinstance(config, dict):
+            try:
+                return {**data, "config": expected(**config)}
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        raise ValueError(
+            f"config of {kind} child {data.get('name')!r} must be given as {expected.__name__} (or a dict of its fields), "
+            f"got {type(config).__name__}"
+        )
+
     @field_validator("agent_cls")
     @classmethod
     def _agent_cls(cls, value: Any) -> type:
-        # Duck-typed on the marker every BaseAutonomousAgent subclass inherits:
-        # config sits below the agent module and must not import it.
-        if not (isinstance(value, type) and getattr(value, "_kaizen_kind", None) == "agent"):
-            raise ValueError(f"agent_cls must be a subclass of BaseAutonomousAgent, got {value!r}")
+        # Duck-typed on the marker every BaseAutonomousAgent subclass inherits and
+        # kr.Supervisor carries: config sits below both and must import neither.
+        if _kind_of(value) is None:
+            raise ValueError(f"agent_cls must be a subclass of BaseAutonomousAgent or kr.Supervisor, got {value!r}")
         return value
 
     @field_validator("name")
@@ -173,6 +226,49 @@ class ChildSpec(_Config):
         if "/" in value:
             raise ValueError(f"child name {value!r} must not contain '/': the supervisor adds its own prefix")
         return validate_agent_name(value)
+
+    @field_validator("actor_options")
+    @classmethod
+    def _actor_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Non-str keys are refused by the field's type already.
+        for key in value:
+            if key in _SUPERVISOR_SET_OPTIONS:
+                raise ValueError(
+                    f"actor_options must not set {key!r}: the supervisor sets a child's name, namespace and lifetime"
+                )
+        return value
+
+    @field_validator("spawn_timeout_s", mode="after")
+    @classmethod
+    def _spawn_timeout(cls, value: float) -> float:
+        value = _seconds(value, "spawn_timeout_s")
+        if value == 0:
+            raise ValueError("spawn_timeout_s must be > 0 seconds, got 0.0")
+        return value
+
+    @model_validator(mode="after")
+    def _children_of_kind(self) -> ChildSpec:
+        if self.kind == "supervisor":
+            if not self.children:
+                raise ValueError(f"supervisor child {self.name!r} needs children=[ChildSpec(...), ...], got {self.children!r}")
+            names = [c.name for c in self.children]
+            if len(set(names)) != len(names):
+                raise ValueError(f"the children of supervisor child {self.name!r} need unique names, got {names}")
+            if self.agent_kwargs:
+                raise ValueError(f"supervisor child {self.name!r} takes no agent_kwargs, got {self.agent_kwargs!r}")
+        elif self.children is not None:
+            raise ValueError(
+                f"agent child {self.name!r} must not have children (only a kr.Supervisor child does), got {self.children!r}"
+            )
+        return self
+
+
+_SUPERVISOR_SET_OPTIONS = frozenset({"name", "namespace", "lifetime"})
+
+
+def _kind_of(value: Any) -> str | None:
+    kind = getattr(value, "_kaizen_kind", None) if isinstance(value, type) else None
+    return kind if kind in ("agent", "supervisor") else None
 
 
 class SupervisorConfig(_Config):
@@ -208,6 +304,9 @@ class SupervisorConfig(_Config):
     @classmethod
     def _path(cls, value: Any) -> Any:
         return AutonomousConfig._path(value)
+
+
+ChildSpec.model_rebuild()  # its config may be a SupervisorConfig, defined after it
 
 
 def coerce_config(config: AutonomousConfig | dict[str, Any] | None) -> AutonomousConfig:

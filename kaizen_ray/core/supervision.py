@@ -18,9 +18,18 @@ from kaizen_ray.core.deadlines import restart_allowed
 from kaizen_ray.core.errors import ConfigError
 
 __all__ = [
-    "ChildExit", "SupervisorPhase", "SUPERVISOR_TRANSITIONS", "add_restart", "check_transition",
-    "children_to_restart", "classify_exit", "manifest_storage_path", "restart_allowed", "should_restart",
+    "SUPERVISOR_TRANSITIONS",
+    "ChildExit",
+    "SupervisorPhase",
+    "add_restart",
+    "check_transition",
+    "children_to_restart",
+    "classify_exit",
+    "manifest_storage_path",
+    "restart_allowed",
+    "should_restart",
     "supervisor_config",
+    "supervisor_status",
 ]  # fmt: skip
 
 
@@ -125,6 +134,30 @@ def classify_exit(result: Mapping[str, Any]) -> ChildExit:
     if status == "killed":
         return ChildExit.CRASHED if result.get("error") is not None else ChildExit.KILLED
     return ChildExit(status)
+
+
+def supervisor_status(
+    results: Mapping[str, Mapping[str, Any]], temporary: set[str] | frozenset[str], *, interrupted: bool, gave_up: bool
+) -> str:
+    """How a supervisor's run ended, from its children's results: ``"failed"``, ``"interrupted"`` or ``"completed"``.
+
+    Failed when it gave up, or a child it would restart failed or crashed (a
+    ``temporary`` child's own failure is reported in its result, not held
+    against the supervisor); interrupted when it was, or a child stopped or
+    was killed; else completed.
+
+    >>> supervisor_status({"w": {"status": "failed"}}, {"w"}, interrupted=False, gave_up=False)
+    'completed'
+    >>> supervisor_status({"w": {"status": "killed", "error": "oom"}}, set(), interrupted=False, gave_up=False)
+    'failed'
+    """
+    exits = {classify_exit(r) for r in results.values()}
+    held = {classify_exit(r) for name, r in results.items() if name not in temporary}
+    if gave_up or ChildExit.FAILED in held or ChildExit.CRASHED in held:
+        return "failed"
+    if interrupted or exits & {ChildExit.INTERRUPTED, ChildExit.KILLED}:
+        return "interrupted"
+    return "completed"
 
 
 _RESTARTED_ON: dict[RestartPolicy, frozenset[ChildExit]] = {

@@ -120,21 +120,29 @@ async def watch_supervisor(actor: Any, name: str, storage_path: str, store: Any,
 
 
 async def supervisor_killed_result(
-    name: str, storage_path: str, store: Any, layout: dict[str, dict[str, str]], error: BaseException
+    name: str, storage_path: str, store: Any, layout: dict[str, dict[str, Any]], error: BaseException
 ) -> dict[str, Any]:
     """The result of a supervisor whose actor died: its last manifest and each child's last durable checkpoint.
 
     ``layout`` maps each child's short name to its actor name (``agent``),
-    ``namespace`` and ``storage_path``, as the supervisor's ``children_layout()``
-    gave them. Ray kills the children with their owner, but not at once: each
-    is made sure dead first, so that its latest checkpoint is its last.
+    ``namespace``, ``storage_path`` and ``kind``, as the supervisor's
+    ``children_layout()`` gave them; a child supervisor's entry holds its own
+    children's under ``children``, and is reported the same way, down the tree.
+    Ray kills the children with their owner, but not at once: each is made sure
+    dead first, so that its latest checkpoint is its last.
 
     >>> await supervisor_killed_result("swarm", "/ck", store, layout, exc)  # doctest: +SKIP
     {'status': 'killed', 'checkpoint_id': 'ck-...', 'children': {'w1': {'status': 'killed', ...}}, ...}
     """
     await asyncio.gather(*(_ensure_dead(w["agent"], w.get("namespace")) for w in layout.values()))
-    # Its children died with it: none of them saw an interrupt or raised anything of its own.
-    results = await asyncio.gather(*(killed_result(w["agent"], w["storage_path"], store, None, None) for w in layout.values()))
+
+    async def report(w: dict[str, Any]) -> dict[str, Any]:
+        if w.get("kind") == "supervisor":  # it died with its parent, and its children with it
+            return await supervisor_killed_result(w["agent"], w["storage_path"], store, w["children"], error)
+        # Its children died with it: none of them saw an interrupt or raised anything of its own.
+        return await killed_result(w["agent"], w["storage_path"], store, None, None)
+
+    results = await asyncio.gather(*(report(w) for w in layout.values()))
     children = dict(zip(layout, results, strict=True))
     manifest = await _latest(store, storage_path, name)
     return supervisor_result(

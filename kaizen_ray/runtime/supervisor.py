@@ -1,8 +1,9 @@
 """The supervisor: an actor that owns its children's actors, fans interrupts out, restarts.
 
-* Children are agent actors named ``<supervisor>/<child>``: that logical name
-  is their ``ctx.agent_name`` and their checkpoints' ``agent``, unchanged
-  across restarts.
+* Children are agent actors, or supervisor actors (a tree), named
+  ``<supervisor>/<child>``: that logical name is their ``ctx.agent_name`` and
+  their checkpoints' ``agent``, unchanged across restarts. Their actors take
+  their ChildSpec's Ray options (see :mod:`kaizen_ray.runtime._children`).
 * An interrupt on the supervisor is accepted by its manager and forwarded to
   every child at once (each forward is a fire-and-forget actor call), and on
   through nested supervisors. Level-triggered: a child spawned or restarted
@@ -12,8 +13,8 @@
   its restart policy and the strategy, while fewer than ``max_restarts``
   restarts happened within ``restart_window_s``; one more and the supervisor
   stops the other children gracefully and reports ``"failed"``.
-* The supervisor's checkpoint is a manifest of its children's checkpoints;
-  resuming it resumes every child from its own. It goes to the supervisor's
+* The supervisor's checkpoint is a manifest of its children's checkpoints (a
+  child supervisor's manifest, in a tree); resuming it resumes every child from its own. It goes to the supervisor's
   own storage path, else beside its children when they share one, else to
   the default.
 * If the supervisor's own actor dies, its children die with it (it owns
@@ -30,15 +31,23 @@ import time
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
 
-from kaizen_ray.core.checkpoint import Checkpoint, CheckpointStatus, FileCheckpointStorage, validate_agent_name
+from kaizen_ray.core.checkpoint import (
+    Checkpoint,
+    CheckpointStatus,
+    FileCheckpointStorage,
+    validate_agent_name,
+)
 from kaizen_ray.core.config import ChildSpec, RestartPolicy, SupervisorConfig
 from kaizen_ray.core.errors import ConfigError
-from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason, InterruptSource, coerce_source_mode
-from kaizen_ray.core.results import supervisor_result
+from kaizen_ray.core.interrupts import (
+    InterruptManager,
+    InterruptMode,
+    InterruptReason,
+    InterruptSource,
+)
+from kaizen_ray.core.results import RunStatus, run_result, supervisor_result
 from kaizen_ray.core.supervision import (
-    ChildExit,
     SupervisorPhase,
     add_restart,
     check_transition,
@@ -47,11 +56,21 @@ from kaizen_ray.core.supervision import (
     manifest_storage_path,
     should_restart,
     supervisor_config,
+    supervisor_status,
+)
+from kaizen_ray.runtime._actors import actor_options, create_named, wait_until_up
+from kaizen_ray.runtime._children import (
+    Child,
+    check_actor_options,
+    exit_cause,
+    resolve_storage,
+    resume_points,
+    spawn_all,
+    tree_layout,
 )
 from kaizen_ray.runtime._system import SystemHandlers
-from kaizen_ray.runtime._watch import watch_run, watch_supervisor_task
-from kaizen_ray.runtime._actors import actor_options, create_named, death_cause, gone, wait_until_up
-from kaizen_ray.runtime.agent_actor import AgentActor, ControlMethods, StoreSink, load_from_store
+from kaizen_ray.runtime._watch import watch_supervisor_task
+from kaizen_ray.runtime.agent_actor import ControlMethods, StoreSink
 from kaizen_ray.runtime.checkpoints import get_or_create_store
 from kaizen_ray.runtime.handles import ActorHandleBase
 
@@ -59,51 +78,8 @@ logger = logging.getLogger("kaizen_ray.supervisor")
 
 __all__ = ["Supervisor", "SupervisorActor", "SupervisorHandle"]
 
-_NAME_RELEASE_S = 10.0  # how long a restart waits for a dead child's actor name to be released
-
-
-class _Child:
-    """A supervised child: its spec, its current actor, and its current run."""
-
-    def __init__(self, spec: ChildSpec, full_name: str, storage_path: str) -> None:
-        self.spec = spec
-        self.full_name = full_name
-        self.storage_path = storage_path
-        self.actor: Any = None
-        self.task: asyncio.Task[dict[str, Any]] | None = None
-        self._captured: list[Any] | None = None  # the sends made while joining a manager
-
-    def request_interrupt_nowait(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> Any:
-        """Send an interrupt to the child's actor without waiting (how the manager forwards); its ObjectRef."""
-        source, mode = coerce_source_mode(source, mode)
-        ref = self.actor.request_interrupt.remote(source.value, mode.value, reason, metadata)
-        captured = self._captured
-        if captured is not None:
-            captured.append(ref)
-        return ref
-
-    def request_interrupt(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> bool:
-        """Interrupt the child; True if its manager accepted. Blocks: never call it on the actor's event loop."""
-        ref = self.request_interrupt_nowait(source, mode, reason, metadata)
-        try:
-            return bool(ray.get(ref))
-        except RayActorError as exc:
-            raise gone(self.full_name, exc) from exc
-
-    async def join(self, manager: InterruptManager) -> None:
-        """Become ``manager``'s child, and return once the episode it replays has reached the actor.
-
-        Level-triggered: the manager replays its current episode to a new child
-        (once). Control and run calls are not ordered across concurrency groups,
-        so that one send is awaited before the child's run may start.
-        """
-        self._captured = []
-        try:
-            manager.add_child(self)
-        finally:
-            sent, self._captured = self._captured, None
-        for ref in sent:
-            await ref
+# Kept under its old name: tests and tools build one to talk to a child's actor.
+_Child = Child
 
 
 @ray.remote(concurrency_groups={"control": 16}, max_restarts=0)
@@ -118,10 +94,8 @@ class SupervisorActor(ControlMethods):
         specs: list[ChildSpec],
         config: SupervisorConfig,
         storage_path: str,
-        child_storage: dict[str, str],
         namespace: str | None,
     ) -> None:
-
         self._name = name
         self._storage_path = storage_path
         self._config = config
@@ -129,7 +103,9 @@ class SupervisorActor(ControlMethods):
         self._store = get_or_create_store(namespace)
         self._system = SystemHandlers(name, storage_path, namespace)
         self._manager_ = InterruptManager(name=name)
-        self._children = {s.name: _Child(s, f"{name}/{s.name}", child_storage[s.name]) for s in specs}
+        # Specs come resolved (Supervisor.spawn): every storage_path is set, down the tree.
+        self._children = {s.name: Child(s, f"{name}/{s.name}", str(s.config.storage_path)) for s in specs}
+        self._inherited_scopes: list[Any] = []  # a parent supervisor's budget scopes, passed on to every child
         self._restart_times: list[float] = []  # inside the restart window only (add_restart prunes it)
         self._restarts = 0
         self._handled_generation: int | None = None
@@ -153,15 +129,18 @@ class SupervisorActor(ControlMethods):
                 self._phase = SupervisorPhase.STOPPING
 
     @ray.method(concurrency_group="control")
-    async def children_layout(self) -> dict[str, dict[str, str]]:
-        """Each child's actor name (``agent``), ``namespace`` and ``storage_path``.
+    async def children_layout(self) -> dict[str, dict[str, Any]]:
+        """Each child's actor name (``agent``), ``namespace``, ``storage_path`` and ``kind`` (down the tree).
 
         What a watcher needs to report the children once this actor is gone.
         """
-        return {
-            n: {"agent": c.full_name, "namespace": self._namespace, "storage_path": c.storage_path}
-            for n, c in self._children.items()
-        }
+        return tree_layout(self._children, self._namespace)
+
+    @ray.method(concurrency_group="control")
+    async def use_budget_scope(self, scope: Any) -> None:
+        """Charge ``scope`` too: a parent supervisor's budget, passed on to every child of this one."""
+        self._inherited_scopes.append(scope)
+        await self._use_scope(scope)
 
     def _manager(self) -> InterruptManager:
         return self._manager_
@@ -196,37 +175,41 @@ class SupervisorActor(ControlMethods):
 
     # -- children ----------------------------------------------------------------
 
-    async def _spawn(self, child: _Child) -> None:
-        options: dict[str, Any] = {"name": child.full_name}
-        if self._namespace is not None:
-            options["namespace"] = self._namespace
-        deadline = time.monotonic() + _NAME_RELEASE_S
-        while True:
-            try:
-                child.actor = AgentActor.options(**options).remote(
-                    child.spec.agent_cls, child.full_name, child.spec.config, child.storage_path, self._namespace,
-                    child.spec.agent_kwargs,
-                )
-                break
-            except ValueError:
-                if time.monotonic() > deadline:  # the dead actor's name was never released
-                    raise
-                await asyncio.sleep(0.05)
-        try:
-            for scope in self._system.scopes.values():
-                await child.actor.use_budget_scope.remote(scope)
-            await child.join(self._manager_)
-        except RayActorError as exc:
-            # Its run will fail the same way, and its watcher reports it as a crash (restarted per policy).
-            logger.warning("supervisor %s: child %s died as it started: %s", self._name, child.full_name, death_cause(exc))
+    async def _spawn(self, child: Child) -> None:
+        scopes = [*self._system.scopes.values(), *self._inherited_scopes]
+        await child.spawn(self._namespace, self._manager_, scopes, SupervisorActor)
 
-    def _start(self, child: _Child, task: Any, resume: str | None) -> None:
-        spec_task = child.spec.task if child.spec.task is not None else task
-        child.task = asyncio.ensure_future(
-            watch_run(child.actor, child.full_name, child.storage_path, self._store, spec_task, resume)
-        )
+    async def _spawn_or_replace(self, child: Child) -> None:
+        if child.actor is not None:  # the previous run's actor: a new run gets a fresh one
+            await self._replace(child)
+        else:
+            await self._spawn(child)
 
-    async def _stop_for_restart(self, child: _Child, dead: str) -> dict[str, Any]:
+    def _start(self, child: Child, task: Any, resume: str | None) -> None:
+        child.start(self._store, task, resume)
+
+    def _start_failed(self, name: str, exc: BaseException) -> tuple[dict[str, Any], str]:
+        """The result of a child that could not start, and the cause the supervisor gives up for."""
+        child = self._children[name]
+        self._manager_.remove_child(child)
+        cause = f"child {name!r} could not start ({type(exc).__name__}: {exc}): giving up"
+        logger.error("supervisor %s: %s", self._name, cause)
+        return run_result(child.full_name, RunStatus.FAILED, error=exc), cause
+
+    async def _give_up_at_start(self, failed: dict[str, Exception]) -> dict[str, Any]:
+        # OTP: a child that cannot start fails its supervisor's start; nothing ran, so the others just go.
+        results, causes = {}, []
+        for name, exc in failed.items():
+            results[name], cause = self._start_failed(name, exc)
+            causes.append(cause)
+        for name, child in self._children.items():
+            if name not in failed and child.actor is not None:
+                self._manager_.remove_child(child)
+                ray.kill(child.actor, no_restart=True)
+                child.actor = None
+        return await self._finish(results, "; ".join(causes))
+
+    async def _stop_for_restart(self, child: Child, dead: str) -> dict[str, Any]:
         child.actor.request_interrupt.remote(
             InterruptSource.PROGRAMMATIC.value,
             InterruptMode.IMMEDIATE.value,
@@ -236,7 +219,7 @@ class SupervisorActor(ControlMethods):
         assert child.task is not None
         return await child.task
 
-    async def _replace(self, child: _Child) -> None:
+    async def _replace(self, child: Child) -> None:
         self._manager_.remove_child(child)
         ray.kill(child.actor, no_restart=True)
         await self._spawn(child)
@@ -249,16 +232,11 @@ class SupervisorActor(ControlMethods):
             mgr = self._manager_
             if mgr.is_interrupted() and mgr.generation == self._handled_generation:
                 mgr.reset()  # the last run stopped for it; a request made since would still count
-            resume: dict[str, str] = {}
-            if resume_from_checkpoint is not None:
-                manifest = await load_from_store(self._store, self._storage_path, self._name, resume_from_checkpoint)
-                resume = dict(manifest.state.get("children", {}))
-                self._restarts = int(manifest.metadata.get("restarts", 0))
-            for child in self._children.values():
-                if child.actor is not None:  # the previous run's actor: a new run gets a fresh one
-                    await self._replace(child)
-                else:
-                    await self._spawn(child)
+            resume, restarts = await resume_points(self._store, self._storage_path, self._name, list(self._children), resume_from_checkpoint)
+            self._restarts = self._restarts if restarts is None else restarts
+            failed = await spawn_all(self._children, self._spawn_or_replace)
+            if failed:
+                return await self._give_up_at_start(failed)
             # An interrupt that came while the children were spawning already stops this run.
             self._move(SupervisorPhase.STOPPING if mgr.is_interrupted() else SupervisorPhase.RUNNING)
             await self._system.run_started()
@@ -296,13 +274,8 @@ class SupervisorActor(ControlMethods):
                     self._restart_times, time.monotonic(), self._config.max_restarts, self._config.restart_window_s
                 )
                 if not allowed:
-                    error = result.get("error")
-                    if isinstance(error, RayActorError):
-                        why = f" ({death_cause(error)})"
-                    else:
-                        why = f" ({type(error).__name__}: {error})" if error is not None else ""
                     cause = (
-                        f"child {name!r} {exit_.value}{why} and {self._config.max_restarts} restarts within "
+                        f"child {name!r} {exit_.value}{exit_cause(result.get('error'))} and {self._config.max_restarts} restarts within "
                         f"{self._config.restart_window_s}s were already used: giving up"
                     )
                     logger.error("supervisor %s: %s", self._name, cause)
@@ -318,24 +291,21 @@ class SupervisorActor(ControlMethods):
                     if other != name:
                         await self._stop_for_restart(self._children[other], name)
                 for member in group:
-                    await self._replace(self._children[member])
+                    try:
+                        await self._replace(self._children[member])
+                    except Exception as exc:  # noqa: BLE001 - a restart that cannot start: reported, and the end
+                        results[member], cause = self._start_failed(member, exc)
+                        self._manager_.request_interrupt(
+                            InterruptSource.SYSTEM, InterruptMode.GRACEFUL, cause, {"handler": "escalation", "cause": "start"}
+                        )
+                        continue
                     self._start(self._children[member], task, "latest")
 
     async def _finish(self, results: dict[str, dict[str, Any]], cause: str | None) -> dict[str, Any]:
-        exits = {classify_exit(r) for r in results.values()}
-        # A temporary child is never restarted: its crash or failure is reported
-        # in its own result, not held against the supervisor.
-        held = {
-            classify_exit(r)
-            for name, r in results.items()
-            if self._children[name].spec.restart is not RestartPolicy.TEMPORARY
-        }
-        if cause is not None or ChildExit.FAILED in held or ChildExit.CRASHED in held:
-            status = CheckpointStatus.FAILED
-        elif self._manager_.is_interrupted() or exits & {ChildExit.INTERRUPTED, ChildExit.KILLED}:
-            status = CheckpointStatus.INTERRUPTED
-        else:
-            status = CheckpointStatus.COMPLETED
+        temporary = {n for n, c in self._children.items() if c.spec.restart is RestartPolicy.TEMPORARY}
+        status = CheckpointStatus(
+            supervisor_status(results, temporary, interrupted=self._manager_.is_interrupted(), gave_up=cause is not None)
+        )
         reason = self._manager_.reason
         manifest = Checkpoint.new(
             self._name,
@@ -373,7 +343,6 @@ class SupervisorHandle(ActorHandleBase):
         """Start the swarm's run; an ObjectRef of the result dict (a ``"killed"`` one if this actor dies)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-
         store = get_or_create_store(self.namespace)
         # Beside the caller, not the supervisor: it must outlive the supervisor's node.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
@@ -385,12 +354,17 @@ class SupervisorHandle(ActorHandleBase):
 class Supervisor:
     """Namespace of the supervisor API: ``kr.Supervisor.spawn(name, children=[...], ...)``.
 
+    Also the class of a child that is itself a supervisor:
+    ``kr.ChildSpec(kr.Supervisor, name="team", children=[...], config=kr.SupervisorConfig(...))``.
+
     >>> swarm = kr.Supervisor.spawn(                                   # doctest: +SKIP
     ...     "swarm",
     ...     children=[kr.ChildSpec(Worker, name=f"w{i}") for i in range(3)],
     ...     strategy="one_for_one", max_restarts=3, restart_window_s=5.0,
     ... )
     """
+
+    _kaizen_kind = "supervisor"  # what ChildSpec accepts beside agent classes
 
     @staticmethod
     def spawn(
@@ -426,12 +400,13 @@ class Supervisor:
             raise ConfigError(f"the children of supervisor {name!r}", names, "ChildSpecs with unique names")
         if not specs:
             raise ConfigError(f"the children of supervisor {name!r}", children, "at least one ChildSpec")
-        child_storage = {s.name: str(FileCheckpointStorage(s.config.storage_path).ensure_writable()) for s in specs}
+        specs = resolve_storage(specs)
         own = None if config.storage_path is None else str(config.storage_path)
-        where = manifest_storage_path(own, list(child_storage.values()))
+        where = manifest_storage_path(own, [str(s.config.storage_path) for s in specs])
         storage = str(FileCheckpointStorage(where).ensure_writable())
         namespace, options = actor_options("supervisor", name, namespace, lifetime, extra_options)
-        actor = create_named(SupervisorActor, "supervisor", options, name, specs, config, storage, child_storage, namespace)
+        check_actor_options(name, specs, SupervisorActor)
+        actor = create_named(SupervisorActor, "supervisor", options, name, specs, config, storage, namespace)
         wait_until_up(actor, "supervisor", name, namespace)
         handle = SupervisorHandle(actor, name, namespace, storage)
         handle._register()
