@@ -15,7 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kaizen_ray.core._validate import finite_non_negative
-from kaizen_ray.core.checkpoint import resolve_storage_path, storage_scheme, validate_agent_name
+from kaizen_ray.core.checkpoint import (
+    resolve_storage_path,
+    storage_scheme,
+    validate_agent_name,
+)
 from kaizen_ray.core.errors import ConfigError
 
 __all__ = [

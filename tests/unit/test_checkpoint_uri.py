@@ -16,8 +16,8 @@ import pytest
 
 pafs = pytest.importorskip("pyarrow.fs")
 
-import kaizen_ray as kr  # noqa: E402
-from kaizen_ray.core.checkpoint import (  # noqa: E402
+import kaizen_ray as kr
+from kaizen_ray.core.checkpoint import (
     Checkpoint,
     CheckpointNotFoundError,
     FileCheckpointStorage,
@@ -27,7 +27,7 @@ from kaizen_ray.core.checkpoint import (  # noqa: E402
     storage_scheme,
     write_blob,
 )
-from kaizen_ray.core.checkpoint._fs import _with_s3_endpoint  # noqa: E402
+from kaizen_ray.core.checkpoint._fs import _with_s3_endpoint
 
 
 def _truncate(path: Path, by: int = 3) -> None:
