@@ -89,7 +89,8 @@ def test_an_agent_actor_checkpoints_to_s3_and_the_driver_loads_them_without_ray(
     assert result["status"] == "completed" and result["output"] == 3
     keys = _keys(s3, uri)
     assert f"s3-counter/{result['checkpoint_id']}.ckpt" in keys
-    assert all(k.startswith("s3-counter/ck-") and k.endswith(".ckpt") for k in keys)  # no temp or probe objects
+    # No temp or probe objects left ("" is the folder marker pyarrow keeps when it deletes the probe).
+    assert all(k.startswith("s3-counter/ck-") and k.endswith(".ckpt") for k in keys if k), keys
     # The driver reads S3 itself: no Ray call behind these two.
     loaded = kr.load_checkpoint(result["checkpoint_id"], storage_path=uri)
     assert loaded.cycle == 3 and loaded.state["n"] == 3
