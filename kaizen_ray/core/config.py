@@ -22,7 +22,11 @@ from pydantic import (
 )
 
 from kaizen_ray.core._validate import finite_non_negative
-from kaizen_ray.core.checkpoint import validate_agent_name
+from kaizen_ray.core.checkpoint import (
+    resolve_storage_path,
+    storage_scheme,
+    validate_agent_name,
+)
 from kaizen_ray.core.errors import ConfigError
 
 __all__ = [
@@ -89,7 +93,9 @@ class AutonomousConfig(_Config):
     immediate_shutdown_timeout: float = 5.0
     checkpoint_on_interrupt: bool = True
     checkpoint_frequency: int = Field(default=1, ge=0, description="Cycles between checkpoints; 0: only at the end.")
-    storage_path: Path | None = Field(default=None, description="None: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints")
+    storage_path: Path | str | None = Field(
+        default=None, description="A folder or a URI (s3://, gs://, hdfs://, file://); None: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints"
+    )
     raise_on_interrupt: bool = False
     hook_timeout_s: float = Field(default=5.0, description="Longest a hook may run before it is abandoned.")
     # The model, for agents whose cycles call one (a Signature, tools): see kaizen_ray.llm.
@@ -118,7 +124,11 @@ class AutonomousConfig(_Config):
         if value is None:
             return None
         if not isinstance(value, (str, os.PathLike)) or not str(value):
-            raise ValueError(f"storage_path must be a non-empty path, got {value!r}")
+            raise ValueError(f"storage_path must be a non-empty path or URI, got {value!r}")
+        # A URI stays a str (Path("s3://b/x") would be a local folder named "s3:"), file:// becomes
+        # its folder; an unsupported scheme is refused here, at construction.
+        if storage_scheme(value) is not None:
+            return resolve_storage_path(value)
         return Path(value).expanduser()
 
 
@@ -290,7 +300,7 @@ class SupervisorConfig(_Config):
     restart_window_s: float = 5.0
     graceful_shutdown_timeout: float = 5.0
     immediate_shutdown_timeout: float = 5.0
-    storage_path: Path | None = None
+    storage_path: Path | str | None = None
 
     @field_validator("restart_window_s", "graceful_shutdown_timeout", "immediate_shutdown_timeout", mode="after")
     @classmethod

@@ -9,7 +9,8 @@ interrupt (``metadata["handler"] == "budget"``, with ``max_cost`` and
 ``spent``) in the handler's mode.
 
 Durability: the ledger is written (atomically) to
-``<storage_path>/.budgets/<scope>.json`` before any call that changed it
+``<storage_path>/.budgets/<scope>.json`` (a file, or an object when the
+storage path is a URI) before any call that changed it
 answers, and reloaded by ``__init__``, which Ray re-runs when it restarts the
 actor (``max_restarts=-1``): a crash can never give spent money back.
 
@@ -31,7 +32,7 @@ from typing import Any
 
 import ray
 
-from kaizen_ray.core.checkpoint import atomic_write_bytes
+from kaizen_ray.core.checkpoint import join_storage_path, read_blob, write_blob
 from kaizen_ray.core.handlers import BudgetInterruptHandler
 from kaizen_ray.core.interrupts import InterruptSource, coerce_source_mode
 from kaizen_ray.runtime._namespaces import system_namespace
@@ -76,7 +77,7 @@ class BudgetScope:
     0.4
     """
 
-    def __init__(self, scope: str, handler: BudgetInterruptHandler, path: Path) -> None:
+    def __init__(self, scope: str, handler: BudgetInterruptHandler, path: Path | str) -> None:
         self.scope = scope
         self.handler = handler
         self.path = path
@@ -85,8 +86,9 @@ class BudgetScope:
         # the answer is kept with the ledger, in the same atomic write, so a
         # call that was applied is answered again, never applied twice.
         self._applied: OrderedDict[str, Any] = OrderedDict()
-        if path.exists():
-            saved = json.loads(path.read_text())
+        data = read_blob(path)  # through the storage seam: a local file or an object at a URI
+        if data is not None:
+            saved = json.loads(data)
             handler.ledger.restore(saved["ledger"])
             self._applied.update((call_id, answer) for call_id, answer in saved["applied"])
             logger.info("budget %s reloaded: spent %g of %g", scope, handler.spent, handler.max_cost)
@@ -99,7 +101,7 @@ class BudgetScope:
             while len(self._applied) > _APPLIED_KEPT:
                 self._applied.popitem(last=False)
         saved = {"ledger": self.handler.snapshot(), "applied": list(self._applied.items())}
-        atomic_write_bytes(self.path, json.dumps(saved).encode())
+        write_blob(self.path, json.dumps(saved).encode())
 
     def subscribe(self, actor: Any, name: str) -> None:
         """Send ``actor`` this scope's interrupts; at once if the budget is already spent."""
@@ -157,7 +159,7 @@ class BudgetActor:
     def __init__(
         self, scope: str, handler: BudgetInterruptHandler, path: str, subscribers: tuple[tuple[Any, str], ...] = ()
     ) -> None:
-        self._scope = BudgetScope(scope, handler, Path(path))
+        self._scope = BudgetScope(scope, handler, path)
         # Creation arguments, so that a restart (Ray re-runs __init__ with them)
         # subscribes them again: subscribe() calls die with the process.
         for actor, name in subscribers:
@@ -210,11 +212,11 @@ def create_budget_scope(
     """
     scope_id = uuid.uuid4().hex[:12]
     scope = f"{BUDGET_PREFIX}/{owner}/{scope_id}"
-    path = Path(storage_path) / ".budgets" / f"{owner.replace('/', '%2F')}-{scope_id}.json"
+    path = join_storage_path(storage_path, ".budgets", f"{owner.replace('/', '%2F')}-{scope_id}.json")
     # A named namespace, as for every SYSTEM actor (see _namespaces): findable by name from anywhere.
     options: dict[str, Any] = {"name": scope, "namespace": system_namespace(namespace)}
     subscribers = () if subscriber is None else ((subscriber, owner),)
-    return BudgetActor.options(**options).remote(scope, handler, str(path), subscribers)
+    return BudgetActor.options(**options).remote(scope, handler, path, subscribers)
 
 
 def _call_id() -> str:

@@ -3,7 +3,9 @@
 Why an actor: whoever calls ``ray.put`` owns the object, and the object dies
 with its owner. Agents send the encoded checkpoint here; the store puts it (so
 it outlives the agent that made it) and flushes it to ``storage_path`` with
-the core's atomic file format.
+the core's atomic file format. A storage path is a folder or a URI
+(``s3://...``): passed around as the str it is, resolved only by the core's
+storage seam, never by ``Path(...)`` here.
 
 Flushing: one writer task drains one queue, so files land in the order the
 saves arrived. A durable save returns once its file is on disk; a periodic one
@@ -26,6 +28,7 @@ import ray
 from kaizen_ray.core.checkpoint import (
     CheckpointNotFoundError,
     FileCheckpointStorage,
+    resolve_storage_path,
     validate_agent_name,
     validate_checkpoint_id,
 )
@@ -47,16 +50,16 @@ class CheckpointStoreLogic:
     def __init__(self, put: Callable[[bytes], Any] = lambda data: data, keep_per_agent: int = 4) -> None:
         self._put = put
         self._keep = keep_per_agent
-        self._storages: dict[Path, FileCheckpointStorage] = {}
+        self._storages: dict[Path | str, FileCheckpointStorage] = {}
         # (storage root, agent) -> checkpoint id -> object ref, oldest first.
-        self._refs: dict[tuple[Path, str], OrderedDict[str, Any]] = {}
+        self._refs: dict[tuple[Path | str, str], OrderedDict[str, Any]] = {}
         self._queue: asyncio.Queue[tuple[FileCheckpointStorage, str, str, bytes, asyncio.Future[None] | None]] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._failures: dict[Path, BaseException] = {}
+        self._failures: dict[Path | str, BaseException] = {}
         # Saved but not yet on disk: their refs are the only copy, never evicted.
-        self._unflushed: set[tuple[Path, str]] = set()
+        self._unflushed: set[tuple[Path | str, str]] = set()
         # (storage root, agent) -> the newest checkpoint id this store put on disk.
-        self._last_flushed: dict[tuple[Path, str], str] = {}
+        self._last_flushed: dict[tuple[Path | str, str], str] = {}
         self.saved = 0
         self.flushed = 0
 
@@ -66,7 +69,8 @@ class CheckpointStoreLogic:
 
     def storage(self, storage_path: str) -> FileCheckpointStorage:
         """The storage of ``storage_path``, checked writable the first time it is seen."""
-        root = Path(storage_path)
+        # The storage's own key: an absolute Path for a folder, the normalised URI str for s3:// etc.
+        root = resolve_storage_path(storage_path)
         found = self._storages.get(root)
         if found is None:
             found = FileCheckpointStorage(root)
@@ -86,7 +90,7 @@ class CheckpointStoreLogic:
             try:
                 await asyncio.to_thread(storage.write_bytes, agent, checkpoint_id, data)
             except Exception as exc:  # noqa: BLE001 - handed to the waiter or kept for the next call
-                logger.error("flushing checkpoint %s of %s to %s failed: %r", checkpoint_id, agent, storage.path, exc)
+                logger.error("flushing checkpoint %s of %s to %r failed: %r", checkpoint_id, agent, storage, exc)
                 # Never on disk, so never a good checkpoint to offer: a load or
                 # "latest" must not find it (only its object, which dies with the store).
                 self._refs.get((storage.path, agent), {}).pop(checkpoint_id, None)
@@ -104,7 +108,7 @@ class CheckpointStoreLogic:
                 self._trim(storage.path, agent)
                 self._queue.task_done()
 
-    def _trim(self, root: Path, agent: str) -> None:
+    def _trim(self, root: Path | str, agent: str) -> None:
         """Drop the oldest flushed refs of ``agent`` beyond ``keep_per_agent``."""
         refs = self._refs.get((root, agent))
         if not refs:
@@ -113,7 +117,7 @@ class CheckpointStoreLogic:
         for checkpoint_id in [c for c in refs if (root, c) not in self._unflushed][: max(0, surplus)]:
             del refs[checkpoint_id]
 
-    def _raise_failure(self, root: Path) -> None:
+    def _raise_failure(self, root: Path | str) -> None:
         failure = self._failures.pop(root, None)
         if failure is not None:
             raise failure
@@ -141,7 +145,7 @@ class CheckpointStoreLogic:
         """Wait until every queued checkpoint is on disk; raise a failed flush."""
         if self._queue is not None:
             await self._queue.join()
-        roots = [Path(storage_path)] if storage_path else list(self._failures)
+        roots = [resolve_storage_path(storage_path)] if storage_path else list(self._failures)
         for root in roots:
             self._raise_failure(root)
 

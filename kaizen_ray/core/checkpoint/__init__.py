@@ -28,21 +28,25 @@ from kaizen_ray.core.checkpoint._model import (
     default_storage_path,
     new_checkpoint_id,
     resolve_storage_path,
+    storage_scheme,
     validate_agent_name,
     validate_checkpoint_id,
 )
 from kaizen_ray.core.checkpoint._storage import (
     FileCheckpointStorage,
     atomic_write_bytes,
+    join_storage_path,
     list_checkpoints,
     load_checkpoint,
+    read_blob,
     resolve_latest,
+    write_blob,
 )
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION", "Checkpoint", "CheckpointCorruptError", "CheckpointError", "CheckpointInfo",
     "CheckpointNotFoundError", "CheckpointSerializationError", "CheckpointStatus", "CheckpointStorageError",
     "FileCheckpointStorage", "atomic_write_bytes", "decode_checkpoint", "default_storage_path", "encode_checkpoint",
-    "list_checkpoints", "load_checkpoint", "new_checkpoint_id", "resolve_latest", "resolve_storage_path",
-    "validate_agent_name", "validate_checkpoint_id",
+    "join_storage_path", "list_checkpoints", "load_checkpoint", "new_checkpoint_id", "read_blob", "resolve_latest", "resolve_storage_path",
+    "storage_scheme", "validate_agent_name", "validate_checkpoint_id", "write_blob",
 ]  # fmt: skip

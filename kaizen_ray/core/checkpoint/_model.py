@@ -21,18 +21,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kaizen_ray.core.errors import KaizenError
+from kaizen_ray.core.errors import ConfigError, KaizenError
 from kaizen_ray.core.interrupts import InterruptReason
 
 __all__ = [
     "CheckpointStatus", "CheckpointError", "CheckpointNotFoundError",
     "CheckpointCorruptError", "CheckpointSerializationError", "CheckpointStorageError",
     "Checkpoint", "CheckpointInfo", "new_checkpoint_id", "validate_agent_name",
-    "validate_checkpoint_id", "default_storage_path", "resolve_storage_path",
+    "validate_checkpoint_id", "default_storage_path", "resolve_storage_path", "storage_scheme",
+    "SUPPORTED_SCHEMES",
 ]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -210,26 +211,89 @@ def new_checkpoint_id() -> str:
 # -- paths ----------------------------------------------------------------------------
 
 
-def default_storage_path() -> Path:
-    """``$KAIZEN_RAY_STORAGE_PATH`` if set, else ``~/.kaizen_ray/checkpoints``.
+# Schemes ``pyarrow.fs.FileSystem.from_uri`` understands and we promise (DESIGN "Checkpoints").
+SUPPORTED_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(//)?")  # 2+ letters: "C:" is a Windows drive, not a scheme
 
-    >>> default_storage_path().is_absolute()
+
+def storage_scheme(path: str | os.PathLike[str]) -> str | None:
+    """The URI scheme of a storage path (lower case), or None for a local folder.
+
+    A URI of a scheme we do not support is refused here, at once, rather than
+    taken for a relative folder named ``ftp:``; so is a supported scheme
+    without its ``//`` (``s3:bucket``).
+
+    >>> storage_scheme("s3://bucket/ckpts"), storage_scheme("/data/ckpts"), storage_scheme("rel/x")
+    ('s3', None, None)
+    >>> storage_scheme("ftp://host/x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    kaizen_ray.core.errors.ConfigError: storage_path must be a local folder or a URI of a supported scheme ...
+    """
+    if not isinstance(path, str):  # a PathLike is a local folder by construction
+        return None
+    found = _SCHEME.match(path)
+    if found is None:
+        return None
+    scheme, slashes = found.group(1).lower(), found.group(2)
+    if slashes is None and scheme not in SUPPORTED_SCHEMES:
+        return None  # "name:tag/x" is a legal (if odd) relative folder
+    if scheme not in SUPPORTED_SCHEMES or slashes is None:
+        raise ConfigError(
+            "storage_path", path,
+            "a local folder or a URI of a supported scheme "
+            f"({', '.join(s + '://' for s in SUPPORTED_SCHEMES)})",
+        )
+    return scheme
+
+
+def _file_uri_path(uri: str) -> Path:
+    """The local folder of a ``file://`` URI (``file:///abs`` or ``file://localhost/abs``)."""
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment or not parts.path.startswith("/"):
+        raise ConfigError("storage_path", uri, "a file:// URI of an absolute local path, like file:///data/ckpts")
+    return Path(unquote(parts.path))
+
+
+def _normal_uri(uri: str) -> str:
+    """One spelling per remote folder (scheme lower case, no trailing '/'): it keys caches on Ray."""
+    parts = urlsplit(uri)
+    if not parts.netloc:
+        raise ConfigError("storage_path", uri, f"a URI with a bucket or host, like {parts.scheme}://bucket/ckpts")
+    return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def default_storage_path() -> Path | str:
+    """``$KAIZEN_RAY_STORAGE_PATH`` if set (a folder or a URI), else ``~/.kaizen_ray/checkpoints``.
+
+    >>> p = default_storage_path(); isinstance(p, str) or p.is_absolute()
     True
     """
     env = os.environ.get("KAIZEN_RAY_STORAGE_PATH")
-    path = Path(env).expanduser() if env else Path.home() / ".kaizen_ray" / "checkpoints"
-    return path.absolute()
+    if env:
+        return resolve_storage_path(env)
+    return (Path.home() / ".kaizen_ray" / "checkpoints").absolute()
 
 
-def resolve_storage_path(path: str | os.PathLike[str] | None) -> Path:
-    """The absolute storage folder for ``path`` (None: the default).
+def resolve_storage_path(path: str | os.PathLike[str] | None) -> Path | str:
+    """The storage for ``path`` (None: the default): an absolute local folder, or a remote URI as a str.
 
-    Absolute because Ray workers run in another working directory than the driver.
+    Absolute because Ray workers run in another working directory than the
+    driver. A ``file://`` URI is a local folder; ``s3://``, ``gs://``,
+    ``hdfs://`` stay URIs (normalised: no trailing '/'), never a ``Path``.
 
     >>> resolve_storage_path("~/ck") == Path.home() / "ck"
     True
+    >>> resolve_storage_path("file:///data/ck"), resolve_storage_path("s3://bucket/ck/")
+    (PosixPath('/data/ck'), 's3://bucket/ck')
     """
-    return default_storage_path() if path is None else Path(path).expanduser().absolute()
+    if path is None:
+        return default_storage_path()
+    scheme = storage_scheme(path)
+    if scheme == "file":
+        return _file_uri_path(str(path))
+    if scheme is not None:
+        return _normal_uri(str(path))
+    return Path(path).expanduser().absolute()
 
 
 # -- models ---------------------------------------------------------------------------
@@ -350,5 +414,5 @@ class CheckpointInfo(_Header):
     5
     """
 
-    path: Path | None = None
+    path: Path | str | None = None  # a str for a checkpoint at a URI (s3://...)
     payload_size: int = Field(ge=0)

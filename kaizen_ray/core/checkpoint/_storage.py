@@ -1,8 +1,10 @@
-"""Checkpoint files on disk: one folder per agent, atomic writes, verified reads.
+"""Checkpoint files: one folder per agent, atomic writes, verified reads; on disk or at a URI.
 
 One file per checkpoint, ``<root>/<quoted agent>/<id>.ckpt``, in the format of
-``_format``. A write goes to a temp file, is fsynced and renamed
-into place, so readers see the old file or the whole new one.
+``_format``. On disk a write goes to a temp file, is fsynced and renamed into
+place, so readers see the old file or the whole new one. At a remote URI
+(``s3://``, ``gs://``, ``hdfs://``) the same layout goes through the
+``pyarrow.fs`` seam of ``_fs``, with the same promise (see there).
 
 Loading unpickles, which can run code: load only checkpoints your own agents
 wrote. That is why folders are created 0o700 and files 0o600.
@@ -12,15 +14,33 @@ Private: import the public names from ``kaizen_ray.core.checkpoint``.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
 import secrets
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from kaizen_ray.core.checkpoint._format import _decode, _read_header_info, encode_checkpoint
+from kaizen_ray.core.checkpoint._format import (
+    MAGIC,
+    MAX_HEADER_BYTES,
+    _build,
+    _decode,
+    _parse_header,
+    _read_header_info,
+    _size_problem,
+    encode_checkpoint,
+)
+from kaizen_ray.core.checkpoint._fs import (
+    _O_CLOEXEC,
+    ArrowFolder,
+    _fsync_dir,
+    _make_private_dirs,
+    atomic_write_bytes,
+    join_storage_path,
+    read_blob,
+    write_blob,
+)
 from kaizen_ray.core.checkpoint._model import (
     Checkpoint,
     CheckpointCorruptError,
@@ -36,80 +56,25 @@ from kaizen_ray.core.checkpoint._model import (
 
 logger = logging.getLogger("kaizen_ray.checkpoint")
 
-__all__ = ["FileCheckpointStorage", "atomic_write_bytes", "list_checkpoints", "load_checkpoint", "resolve_latest"]
+__all__ = [
+    "FileCheckpointStorage", "atomic_write_bytes", "join_storage_path", "list_checkpoints", "load_checkpoint",
+    "read_blob", "resolve_latest", "write_blob",
+]
 
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":  # other systems cannot open a folder to fsync it
-        return
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # filesystems without folder fsync
-            raise
-    finally:
-        os.close(fd)
-
-
-def _make_private_dirs(path: Path) -> None:
-    """mkdir -p, each created folder exactly 0o700 (whatever the umask); existing ones untouched."""
-    missing, p = [], path
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    if not p.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(p))
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            if folder.is_dir():  # made meanwhile by another writer
-                continue
-            raise
-        os.chmod(folder, 0o700)
-        _fsync_dir(folder.parent)  # make the new entry itself durable
 
 
 def _why(exc: OSError) -> str:
     return f"{type(exc).__name__}: {exc}"
 
-def atomic_write_bytes(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` so that readers see the old file or the whole new one.
-
-    Temp file in the same private folder (0700; file 0600), fsync, rename,
-    fsync of the folder. On failure the temp file is removed and the OSError
-    raised; ``final`` is untouched.
-
-    >>> import tempfile; target = Path(tempfile.mkdtemp()) / "sub" / "x.bin"
-    >>> atomic_write_bytes(target, b"hi"); target.read_bytes(), oct(target.stat().st_mode & 0o777)
-    (b'hi', '0o600')
-    """
-    folder = final.parent
-    _make_private_dirs(folder)
-    tmp = folder / f".{final.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o600)  # the umask may have taken bits off
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-
 class FileCheckpointStorage:
-    """Checkpoints as files under one folder, written atomically and verified on read.
+    """Checkpoints as files under one folder (or URI), written atomically and verified on read.
+
+    ``path`` is a local folder, a ``file://`` URI (a local folder too), or a
+    URI ``pyarrow.fs.FileSystem.from_uri`` understands (``s3://bucket/ckpts``,
+    ``gs://``, ``hdfs://``); a URI stays a str in :attr:`path`, never a Path.
+    With ``filesystem`` (a ``pyarrow.fs.FileSystem``), ``path`` is the folder
+    inside it: in-process use only, since a filesystem object does not travel
+    to other nodes by name.
 
     >>> import tempfile
     >>> store = FileCheckpointStorage(tempfile.mkdtemp())
@@ -118,150 +83,218 @@ class FileCheckpointStorage:
     'sup%2Fchild'
     >>> store.load(ck.id).state, [i.cycle for i in store.list("sup/child")]
     ({'x': 1}, [2])
+    >>> FileCheckpointStorage("s3://bucket/ckpts/").path
+    's3://bucket/ckpts'
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path: Path = resolve_storage_path(path)
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, filesystem: Any = None) -> None:
+        self._remote: ArrowFolder | None = None
+        if filesystem is not None:
+            if path is None:
+                raise TypeError("FileCheckpointStorage(filesystem=...) needs the folder inside it as path")
+            self._remote = ArrowFolder(filesystem=filesystem, base=os.fspath(path))
+            self.path: Path | str = self._remote.where
+        else:
+            self.path = resolve_storage_path(path)
+            if isinstance(self.path, str):
+                self._remote = ArrowFolder(self.path)
+        # For messages: a URI's query may hold keys (?secret_key=...), never shown.
+        self._shown: Path | str = self.path if self._remote is None else self._remote.where
 
     def __repr__(self) -> str:
-        return f"FileCheckpointStorage({str(self.path)!r})"
+        return f"FileCheckpointStorage({str(self._shown)!r})"
 
-    def ensure_writable(self) -> Path:
-        """Create the folder (0o700) if needed and prove a file can be made in it."""
+    def ensure_writable(self) -> Path | str:
+        """Create the folder (0o700) if needed and prove a file can be made in it; return :attr:`path`."""
         try:
+            if self._remote is not None:
+                self._remote.probe()
+                return self.path
+            assert isinstance(self.path, Path)
             _make_private_dirs(self.path)
             probe = self.path / f".probe-{secrets.token_hex(6)}.tmp"
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600))
             os.unlink(probe)
         except OSError as exc:
-            raise CheckpointStorageError(self.path, _why(exc)) from exc
+            raise CheckpointStorageError(self._shown, _why(exc)) from exc
         return self.path
 
-    def path_for(self, agent: str, checkpoint_id: str) -> Path:
-        """``<root>/<quoted agent>/<id>.ckpt`` after validating both names."""
+    def _where(self, agent: str, checkpoint_id: str) -> Path | str:
+        """The file's own path: a Path on disk, the filesystem's path (``bucket/key``) at a URI."""
         folder = _folder_name(validate_agent_name(agent))
-        path = self.path / folder / f"{validate_checkpoint_id(checkpoint_id)}.ckpt"
+        name = f"{validate_checkpoint_id(checkpoint_id)}.ckpt"
+        if self._remote is not None:
+            return self._remote.child(folder, name)
+        assert isinstance(self.path, Path)
+        path = self.path / folder / name
         if Path(os.path.normpath(path)).parent.parent != self.path:  # the validators make this impossible
             raise ValueError(f"checkpoint path {path} would leave the storage folder {self.path}")
         return path
 
-    def write(self, ckpt: Checkpoint) -> Path:
+    def _show(self, where: Path | str) -> Path | str:
+        return where if self._remote is None else self._remote.display(str(where))
+
+    def path_for(self, agent: str, checkpoint_id: str) -> Path | str:
+        """``<root>/<quoted agent>/<id>.ckpt`` after validating both names (a URI str at a URI)."""
+        return self._show(self._where(agent, checkpoint_id))
+
+    def write(self, ckpt: Checkpoint) -> Path | str:
         """Encode and write ``ckpt`` atomically; return its path."""
         return self.write_bytes(ckpt.agent, ckpt.id, encode_checkpoint(ckpt))
 
-    def write_bytes(self, agent: str, checkpoint_id: str, data: bytes) -> Path:
-        """Atomically place ``data`` at :meth:`path_for`: temp file, fsync, rename, fsync folder.
+    def write_bytes(self, agent: str, checkpoint_id: str, data: bytes) -> Path | str:
+        """Atomically place ``data`` at :meth:`path_for`: readers see the old file or the whole new one.
 
-        Readers see the old file or the whole new one, never a part; on failure
-        the temp file is removed and the error raised (OSError as CheckpointStorageError).
+        On disk: temp file, fsync, rename, fsync folder. At a URI: see ``_fs``.
+        On failure nothing is left half-written and the error is raised
+        (OSError as CheckpointStorageError).
         """
-        final = self.path_for(agent, checkpoint_id)
+        final = self._where(agent, checkpoint_id)
         try:
-            atomic_write_bytes(final, data)
+            if self._remote is not None:
+                self._remote.write(str(final), data)
+            else:
+                atomic_write_bytes(Path(final), data)
         except OSError as exc:
-            raise CheckpointStorageError(self.path, f"writing {final}: {_why(exc)}") from exc
-        logger.debug("wrote checkpoint %s (%d bytes)", final, len(data))
-        return final
+            raise CheckpointStorageError(self._shown, f"writing {self._show(final)}: {_why(exc)}") from exc
+        logger.debug("wrote checkpoint %s (%d bytes)", self._show(final), len(data))
+        return self._show(final)
 
-    def find(self, checkpoint_id: str) -> Path:
-        """The file of ``checkpoint_id``, in whichever agent folder it is."""
+    def _find(self, checkpoint_id: str) -> Path | str:
         name = f"{validate_checkpoint_id(checkpoint_id)}.ckpt"
         try:
-            hits = sorted(d / name for d in self.path.iterdir() if (d / name).is_file())
+            if self._remote is not None:
+                hits = [p for p, _size in self._remote.files() if p.rpartition("/")[2] == name]
+            else:
+                assert isinstance(self.path, Path)
+                hits = sorted(d / name for d in self.path.iterdir() if (d / name).is_file())
         except FileNotFoundError:
-            raise CheckpointNotFoundError(checkpoint_id, self.path, "; the folder does not exist") from None
+            raise CheckpointNotFoundError(checkpoint_id, self._shown, "; the folder does not exist") from None
         except OSError as exc:
-            raise CheckpointStorageError(self.path, _why(exc)) from exc
+            raise CheckpointStorageError(self._shown, _why(exc)) from exc
         if not hits:
-            raise CheckpointNotFoundError(checkpoint_id, self.path)
+            raise CheckpointNotFoundError(checkpoint_id, self._shown)
         if len(hits) > 1:
-            raise CheckpointError(f"checkpoint id {checkpoint_id!r} is in {len(hits)} files: {hits}")
+            shown = [self._show(h) for h in hits]
+            raise CheckpointError(f"checkpoint id {checkpoint_id!r} is in {len(hits)} files: {shown}")
         return hits[0]
+
+    def find(self, checkpoint_id: str) -> Path | str:
+        """The file of ``checkpoint_id``, in whichever agent folder it is (a URI str at a URI)."""
+        return self._show(self._find(checkpoint_id))
 
     def load(self, checkpoint_id: str) -> Checkpoint:
         """Read and verify one checkpoint (this unpickles: trusted storage only)."""
-        ckpt = self._read(self.find(checkpoint_id))
+        ckpt = self._read(self._find(checkpoint_id))
         if ckpt.id != checkpoint_id:  # a case-insensitive file system matched another case
-            raise CheckpointNotFoundError(checkpoint_id, self.path)
+            raise CheckpointNotFoundError(checkpoint_id, self._shown)
         return ckpt
 
     def load_latest(self, agent: str) -> Checkpoint | None:
         """The newest checkpoint of ``agent`` that verifies; damaged newer ones are skipped with a warning."""
         ids = [info.id for info in reversed(self.list(agent))]
         try:
-            return resolve_latest(agent, ids, self.load, self.path)
+            return resolve_latest(agent, ids, self.load, self._shown)
         except CheckpointNotFoundError:
             return None
+
+    def _files(self, agent: str | None) -> list[Path | str]:
+        if self._remote is not None:
+            folder = None if agent is None else _folder_name(validate_agent_name(agent))
+            return [p for p, _size in self._remote.files(folder)]
+        assert isinstance(self.path, Path)
+        if agent is None:
+            folders = sorted(d for d in self.path.iterdir() if d.is_dir())
+        else:
+            folders = [self.path / _folder_name(validate_agent_name(agent))]
+        return [path for folder in folders for path in sorted(folder.glob("*.ckpt"))]
 
     def list(self, agent: str | None = None) -> list[CheckpointInfo]:
         """Headers of the checkpoints (of ``agent``, or all), oldest first. Never reads a payload."""
         try:
-            if agent is None:
-                folders = sorted(d for d in self.path.iterdir() if d.is_dir())
-            else:
-                folders = [self.path / _folder_name(validate_agent_name(agent))]
+            files = self._files(agent)
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise CheckpointStorageError(self.path, _why(exc)) from exc
+            raise CheckpointStorageError(self._shown, _why(exc)) from exc
         infos = []
-        for folder in folders:
-            for path in sorted(folder.glob("*.ckpt")):
-                try:
-                    info = self._read_info(path)
-                except CheckpointCorruptError as exc:
-                    logger.warning("skipping checkpoint file %s: %s", path, exc.problem)
-                    continue
-                except FileNotFoundError:  # deleted since the folder was read
-                    continue
-                except OSError as exc:
-                    logger.warning("skipping checkpoint file %s: header unreadable: %s", path, _why(exc))
-                    continue
-                if agent is None or info.agent == agent:  # "A" and "a" share a folder on macOS
-                    infos.append(info)
+        for path in files:
+            try:
+                info = self._read_info(path)
+            except CheckpointCorruptError as exc:
+                logger.warning("skipping checkpoint file %s: %s", self._show(path), exc.problem)
+                continue
+            except FileNotFoundError:  # deleted since the folder was read
+                continue
+            except OSError as exc:
+                logger.warning("skipping checkpoint file %s: header unreadable: %s", self._show(path), _why(exc))
+                continue
+            if agent is None or info.agent == agent:  # "A" and "a" share a folder on macOS
+                infos.append(info)
         return sorted(infos, key=lambda i: (i.created_at, i.id))
 
     def delete(self, checkpoint_id: str) -> None:
         """Remove one checkpoint file."""
-        path = self.find(checkpoint_id)
+        path = self._find(checkpoint_id)
         try:
-            path.unlink()
-            _fsync_dir(path.parent)
+            if self._remote is not None:
+                self._remote.delete(str(path))
+            else:
+                Path(path).unlink()
+                _fsync_dir(Path(path).parent)
         except FileNotFoundError:
-            raise CheckpointNotFoundError(checkpoint_id, self.path) from None
+            raise CheckpointNotFoundError(checkpoint_id, self._shown) from None
         except OSError as exc:
-            raise CheckpointStorageError(self.path, f"deleting {path}: {_why(exc)}") from exc
+            raise CheckpointStorageError(self._shown, f"deleting {self._show(path)}: {_why(exc)}") from exc
 
-    def _read(self, path: Path) -> Checkpoint:
+    def _read(self, path: Path | str) -> Checkpoint:
+        shown = self._show(path)
         try:
-            data = path.read_bytes()
+            data = self._remote.read(str(path)) if self._remote is not None else Path(path).read_bytes()
         except FileNotFoundError:
-            raise CheckpointNotFoundError(path.name.removesuffix(".ckpt"), self.path) from None
+            raise CheckpointNotFoundError(_name(path).removesuffix(".ckpt"), self._shown) from None
         except OSError as exc:
-            raise CheckpointStorageError(self.path, f"reading {path}: {_why(exc)}") from exc
-        ckpt = _decode(data, path)
-        _check_placement(path, ckpt.id, ckpt.agent)
+            raise CheckpointStorageError(self._shown, f"reading {shown}: {_why(exc)}") from exc
+        ckpt = _decode(data, shown)
+        _check_placement(path, ckpt.id, ckpt.agent, shown)
         return ckpt
 
-    @staticmethod
-    def _read_info(path: Path) -> CheckpointInfo:
-        info = _read_header_info(path)
-        _check_placement(path, info.id, info.agent)
+    def _read_info(self, path: Path | str) -> CheckpointInfo:
+        if self._remote is None:
+            info = _read_header_info(Path(path))
+        else:
+            # Magic and header line by ranged reads, the size from the store: the payload is never fetched.
+            shown = self._show(path)
+            head, size = self._remote.read_head(str(path), len(MAGIC) + MAX_HEADER_BYTES + 1)
+            n = len(MAGIC)
+            end = head.find(b"\n", n)
+            line = head[n:end + 1] if end != -1 else head[n:]
+            header = _parse_header(head[:n], line, shown)
+            if (got := size - n - len(line)) != header["payload_size"]:
+                raise CheckpointCorruptError(shown, _size_problem(header["payload_size"], got))
+            info = _build(CheckpointInfo, header, shown, path=shown, payload_size=header["payload_size"])
+        _check_placement(path, info.id, info.agent, self._show(path))
         return info
 
 
-def _check_placement(path: Path, checkpoint_id: str, agent: str) -> None:
+def _name(path: Path | str) -> str:
+    return PurePosixPath(path).name if isinstance(path, str) else path.name
+
+
+def _check_placement(path: Path | str, checkpoint_id: str, agent: str, shown: Path | str | None = None) -> None:
     """A file moved or renamed by hand would be found under the wrong id or agent.
 
     Compared casefolded: on a case-insensitive file system "A" and "a" share a folder.
     """
-    if path.name.casefold() != f"{checkpoint_id}.ckpt".casefold():
+    p = PurePosixPath(path) if isinstance(path, str) else path
+    shown = p if shown is None else shown
+    if p.name.casefold() != f"{checkpoint_id}.ckpt".casefold():
         raise CheckpointCorruptError(
-            path, f"the header says id {checkpoint_id!r} but the file is named {path.name!r}"
+            shown, f"the header says id {checkpoint_id!r} but the file is named {p.name!r}"
         )
-    if path.parent.name.casefold() != _folder_name(agent).casefold():
+    if p.parent.name.casefold() != _folder_name(agent).casefold():
         raise CheckpointCorruptError(
-            path, f"the header says agent {agent!r} but the file is in folder {path.parent.name!r}"
+            shown, f"the header says agent {agent!r} but the file is in folder {p.parent.name!r}"
         )
 
 
@@ -310,3 +343,4 @@ def load_checkpoint(checkpoint_id: str, storage_path: str | os.PathLike[str] | N
     kaizen_ray.core.checkpoint._model.CheckpointNotFoundError: no checkpoint 'ck-missing' in ...
     """
     return FileCheckpointStorage(storage_path).load(checkpoint_id)
+
