@@ -10,6 +10,7 @@ code works on actors unchanged.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -206,6 +207,7 @@ def spawn_agent(
     """
     config = coerce_config(config)
     name = validate_agent_name(name or agent_cls.__name__)
+    _refuse_misplaced_ray_options(agent_cls, agent_kwargs)
     if actor_options is not None and not isinstance(actor_options, dict):
         raise TypeError(f"actor_options must be a dict of Ray actor options, got {actor_options!r}")
     # Fail now, not at the first flush: the folder must be writable.
@@ -216,3 +218,24 @@ def spawn_agent(
     handle = AgentHandle(actor, name, namespace, storage_path)
     handle._register()
     return handle
+
+
+# Ray's actor options most often passed where agent keywords go (spawn(..., num_cpus=1)).
+_RAY_OPTIONS = frozenset({
+    "num_cpus", "num_gpus", "resources", "memory", "accelerator_type", "scheduling_strategy", "runtime_env",
+    "max_concurrency", "max_restarts", "max_task_retries", "placement_group", "label_selector",
+})  # fmt: skip
+
+
+def _refuse_misplaced_ray_options(agent_cls: type, agent_kwargs: dict[str, Any]) -> None:
+    """A Ray option among the agent's keywords is a TypeError naming where it belongs, unless the agent takes it."""
+    try:
+        accepted = set(inspect.signature(agent_cls).parameters)
+    except (TypeError, ValueError):
+        accepted = set()
+    misplaced = sorted(k for k in agent_kwargs if k in _RAY_OPTIONS and k not in accepted)
+    if misplaced:
+        moved = ", ".join(f"{k!r}: {agent_kwargs[k]!r}" for k in misplaced)
+        raise TypeError(
+            f"{misplaced} are Ray actor options, not {agent_cls.__name__} arguments: pass actor_options={{{moved}}}"
+        )

@@ -217,9 +217,11 @@ def test_add_handler_on_a_handle_interrupts_the_actor(ray_cluster, storage):
 
     result = handle.run(None)  # counts forever but for the timeout
 
-    assert result["status"] == "interrupted" and result["cycles"] >= 1
+    # How many cycles fit in 0.5 s depends on the machine's load: only the stop and its cause are the point.
+    assert result["status"] == "interrupted"
     reason = result["interrupt_reason"]
     assert reason.source == kr.InterruptSource.SYSTEM and reason.metadata["handler"] == "timeout"
+    assert reason.metadata["elapsed_seconds"] >= 0.5 * 0.999  # counted from the run's start, never early
 
 
 def test_handles_proxies_and_actors_have_useful_reprs(ray_cluster, storage):

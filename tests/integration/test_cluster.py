@@ -41,8 +41,8 @@ def on_node_b(handle: kr.AgentHandle) -> bool:
 
 
 def test_timeout_and_budget_reach_an_agent_on_another_node(cluster, storage):
-    timed = Spender.spawn(config=kr.AutonomousConfig(storage_path=storage), name="timed", num_cpus=0, resources={"node_b": 0.1})
-    budgeted = Spender.spawn(config=kr.AutonomousConfig(storage_path=storage), name="budgeted", num_cpus=0, resources={"node_b": 0.1})
+    timed = Spender.spawn(config=kr.AutonomousConfig(storage_path=storage), name="timed", actor_options={"num_cpus": 0, "resources": {"node_b": 0.1}})
+    budgeted = Spender.spawn(config=kr.AutonomousConfig(storage_path=storage), name="budgeted", actor_options={"num_cpus": 0, "resources": {"node_b": 0.1}})
     assert on_node_b(timed) and on_node_b(budgeted)
     timed.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=1.0))
     budgeted.add_handler(kr.BudgetInterruptHandler(max_cost=0.5))
@@ -56,7 +56,7 @@ def test_timeout_and_budget_reach_an_agent_on_another_node(cluster, storage):
 
 def test_an_agent_whose_node_is_lost_is_reported_killed_with_its_checkpoint(cluster, storage):
     c, remote = cluster
-    agent = Spender.spawn(config=kr.AutonomousConfig(storage_path=storage), name="doomed", num_cpus=0, resources={"node_b": 0.1})
+    agent = Spender.spawn(config=kr.AutonomousConfig(storage_path=storage), name="doomed", actor_options={"num_cpus": 0, "resources": {"node_b": 0.1}})
     assert on_node_b(agent)
     ref = agent.start(SPEND)
     wait_until(lambda: len(kr.list_checkpoints(storage, agent="doomed")) >= 3, "three checkpoints of the doomed agent", timeout=90)

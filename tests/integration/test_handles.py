@@ -195,3 +195,8 @@ def test_a_bad_lifetime_is_refused_naming_the_value_and_the_choices(ray_cluster,
     for name in ("bad-lifetime", "bad-lifetime-sup"):
         with pytest.raises(ValueError):
             ray.get_actor(name)  # no actor was started
+
+
+def test_ray_options_passed_as_agent_keywords_say_where_they_belong(ray_cluster, storage):
+    with pytest.raises(TypeError, match=r"\['num_cpus'\] are Ray actor options, not Counter arguments: pass actor_options=\{'num_cpus': 0\}"):
+        Counter.spawn(config=kr.AutonomousConfig(storage_path=storage), name="misplaced", num_cpus=0)
