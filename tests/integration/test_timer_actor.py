@@ -73,10 +73,11 @@ def test_a_timeout_stops_an_agent_whose_step_is_blocked(ray_cluster, storage, tm
     cfg = config(storage, checkpoint_frequency=1, immediate_shutdown_timeout=0.5)
     handle = agent_cls.spawn(config=cfg, name=name)
     cleanup(handle)
-    handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=1.0, mode="immediate"))
-
     ref = handle.start({"marker": str(marker), "cancelled": str(cancelled)})
     wait_until(marker.exists, "cycle 2 to start blocking")
+    # Added mid-run, a timeout still counts from the run's start: it fires while cycle 2 is blocked,
+    # however long cycle 1 took on a loaded machine (at once if its second is already past).
+    handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=1.0, mode="immediate"))
     result = ray.get(ref, timeout=WAIT_S)
 
     reason = timeout_reason(result)
