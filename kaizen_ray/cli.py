@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - every error is one line; -v has the traceback in the log
+    except Exception as exc:
         logger.info("the command failed", exc_info=True)
         from kaizen_ray.core.errors import KaizenError
 

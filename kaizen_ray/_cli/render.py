@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["ROW_KEYS", "json_safe", "dumps", "result_lines", "status_row", "table"]
+__all__ = ["ROW_KEYS", "dumps", "json_safe", "result_lines", "status_row", "table"]
 
 ROW_KEYS = ("name", "kind", "phase", "cycle", "cost", "checkpoint_id")  # DESIGN: `ls --json` objects
 
