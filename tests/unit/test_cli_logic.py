@@ -143,3 +143,23 @@ def test_result_lines_show_each_child_under_its_supervisor() -> None:
         "sw: interrupted, restarts 0, manifest ck-m",
         "  sw/w1: interrupted after 2 cycles, cost 0, checkpoint ck-2 (user/immediate: stop)",
     ]
+
+
+def test_checkpoints_verify_reads_every_file_and_exits_non_zero_naming_the_corrupt_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kaizen_ray.cli import main
+    from kaizen_ray.core.checkpoint import FileCheckpointStorage
+
+    storage = FileCheckpointStorage(tmp_path)
+    paths = [Path(storage.write(kr.Checkpoint.new("a1", cycle, "interrupted", {"n": cycle}))) for cycle in (1, 2)]
+    assert main(["checkpoints", "verify", "--storage", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == "2 good, 0 corrupt"
+
+    paths[1].write_bytes(paths[1].read_bytes()[:-3])  # a torn write: the payload is short
+    assert main(["--json", "checkpoints", "verify", "--storage", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert len(report["good"]) == 1 and [Path(b["file"]).name for b in report["corrupt"]] == [paths[1].name]
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kaizen-ray: error: 1 corrupt checkpoint file(s): ") and paths[1].name in lines[0]
