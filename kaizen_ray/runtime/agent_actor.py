@@ -42,6 +42,7 @@ from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
 from kaizen_ray.runtime._proxy import child_key
+from kaizen_ray.runtime._run_control import RunControl, settle
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime.budget import RayBudgetClient
 from kaizen_ray.runtime.checkpoints import get_or_create_store
@@ -216,7 +217,7 @@ def _resolve(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], value: A
         pass
 
 
-class ControlMethods:
+class ControlMethods(RunControl):
     """Control calls both actor kinds share, in the ``control`` concurrency group.
 
     Subclasses set ``self._name``, ``self._storage_path``, ``self._kind`` and
@@ -364,14 +365,20 @@ class AgentActor(ControlMethods):
         if self._run_going:
             raise RuntimeError(f"agent {self._name!r} is already running (a second run must wait for the first to end)")
         self._run_going = True
+        done = self._run_began()
         try:
             await self._system.run_started()
             try:
-                return shippable_result(await self._runtime.run(task, resume_from_checkpoint))
+                result = shippable_result(await self._runtime.run(task, resume_from_checkpoint))
             finally:
                 await self._system.run_ended()
+        except BaseException as exc:
+            settle(done, error=exc)
+            raise
         finally:
             self._run_going = False
+        settle(done, result)
+        return result
 
 
 def shippable_result(result: dict[str, Any]) -> dict[str, Any]:

@@ -68,6 +68,7 @@ from kaizen_ray.runtime._children import (
     spawn_all,
     tree_layout,
 )
+from kaizen_ray.runtime._run_control import settle
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime._watch import watch_supervisor_task
 from kaizen_ray.runtime.agent_actor import ControlMethods, StoreSink
@@ -228,6 +229,16 @@ class SupervisorActor(ControlMethods):
 
     async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
         self._move(SupervisorPhase.STARTING)
+        done = self._run_began()  # after the move: a refused second run leaves the first one's future alone
+        try:
+            result = await self._run(task, resume_from_checkpoint)
+        except BaseException as exc:
+            settle(done, error=exc)
+            raise
+        settle(done, result)
+        return result
+
+    async def _run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
         try:
             mgr = self._manager_
             if mgr.is_interrupted() and mgr.generation == self._handled_generation:
