@@ -21,6 +21,8 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from tests._support.moto import moto_s3
+
 HEAD_ARGS = {"num_cpus": 2, "include_dashboard": False}
 # Where a detached agent lands without a namespace of its own (kaizen_ray's default).
 DEFAULT_NAMESPACE = "kaizen"
@@ -121,3 +123,13 @@ def cleanup():
     yield spawned.append
     for handle in spawned:
         handle.kill()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto_server for the module (S3 on loopback), its ``AWS_*`` variables set in the driver too."""
+    with moto_s3() as server, pytest.MonkeyPatch.context() as mp:
+        for key, value in server.env.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)  # one endpoint variable: AWS_ENDPOINT_URL
+        yield server

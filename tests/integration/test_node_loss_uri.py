@@ -29,7 +29,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import kaizen_ray as kr
 from kaizen_ray.runtime.checkpoints import STORE_NAME, CheckpointStore
-from tests._support.moto import moto_s3
 from tests._support.ray_agents import Counter, child_status, expected_state, wait_for_checkpointed_cycle
 from tests._support.waiting import wait_until
 
@@ -38,16 +37,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.own_ray]
 WAIT_S = 90.0  # every wait below, each well inside pytest's 180 s
 GOAL, SEED, DELAY = 240, 7, 0.05  # ~12 s of cycles at least: still running when its node goes
 TASK = {"goal": GOAL, "seed": SEED, "delay": DELAY}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto_server, its ``AWS_*`` variables set in the driver too (it lists the bucket without Ray)."""
-    with moto_s3() as server, pytest.MonkeyPatch.context() as mp:
-        for key, value in server.env.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        yield server
 
 
 @pytest.fixture(scope="module")

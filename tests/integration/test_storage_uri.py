@@ -19,7 +19,6 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 from kaizen_ray.core.checkpoint import Checkpoint, FileCheckpointStorage
-from tests._support.moto import moto_s3
 from tests._support.ray_agents import Counter, Spender, counting
 
 pytestmark = pytest.mark.ray
@@ -27,15 +26,6 @@ pytestmark = pytest.mark.ray
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 RESULT_TIMEOUT_S = 90.0
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with moto_s3() as server, pytest.MonkeyPatch.context() as mp:
-        for key, value in server.env.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        yield server
 
 
 @pytest.fixture(scope="module")
