@@ -338,7 +338,9 @@ class InterruptManager(HandlerArming):
             self._forward(accepted, children)
 
     def _forward(self, accepted: InterruptReason, children: list[Any]) -> None:
-        metadata = {**accepted.metadata, "propagated_from": self.name or self._label()}
+        me = self.name or self._label()
+        # forwarded_by: the whole chain, for a stop's provenance (results.forwarded_by); propagated_from: the last hop.
+        metadata = {**accepted.metadata, "propagated_from": me, "forwarded_by": [*accepted.metadata.get("forwarded_by", []), me]}
         for child in children:
             # Handles forward without waiting for the remote reply (all at once).
             send = getattr(child, "request_interrupt_nowait", None) or child.request_interrupt

@@ -12,7 +12,7 @@ from typing import Any
 
 from kaizen_ray.core.interrupts import InterruptReason
 
-__all__ = ["RunStatus", "run_result", "supervisor_result"]
+__all__ = ["RunStatus", "end_line", "forwarded_by", "run_result", "supervisor_result"]
 
 
 class RunStatus(StrEnum):
@@ -26,6 +26,72 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"  # stopped for an accepted interrupt, checkpointed
     FAILED = "failed"  # a step (or the final checkpoint) raised; the last good state is checkpointed
     KILLED = "killed"  # the actor was killed past its deadline, or died: the last flushed checkpoint stands
+
+
+def _origin(reason: InterruptReason) -> str:
+    meta = reason.metadata
+    handler = meta.get("handler")
+    if handler == "timeout":
+        return "timer"
+    if handler == "budget":
+        return f"budget:{meta['scope']}" if meta.get("scope") else "budget"
+    if handler == "escalation":
+        return f"escalation:{meta['cause']}" if meta.get("cause") else "escalation"
+    if meta.get("by") == "kaizen-ray":
+        return "cli"
+    if meta.get("signal"):
+        return str(meta["signal"])
+    if meta.get("cause") == "restart" and meta.get("supervisor"):
+        return f"restart:{meta['supervisor']}"
+    if meta.get("cancelled"):
+        return "cancelled"
+    return reason.source.value  # a direct request_interrupt call: its source is all we know
+
+
+def forwarded_by(reason: InterruptReason | None) -> list[str] | None:
+    """Where a stop came from, then every manager that forwarded it, in order (None without a stop).
+
+    The first entry is the origin, read from the reason's metadata: ``"timer"``,
+    ``"budget:<scope>"``, ``"escalation[:<cause>]"``, ``"cli"``, a signal name
+    (``"SIGINT"``: Ctrl+C), ``"restart:<supervisor>"``, ``"cancelled"``, else
+    the source. The rest is ``metadata["forwarded_by"]``, appended to by each
+    forwarding manager: a driver's Ctrl+C shows ``"driver:<name>"``, a
+    supervisor its name.
+
+    >>> r = InterruptReason(source="user", metadata={"signal": "SIGINT", "forwarded_by": ["driver:swarm", "swarm"]})
+    >>> forwarded_by(r)
+    ['SIGINT', 'driver:swarm', 'swarm']
+    """
+    if reason is None:
+        return None
+    return [_origin(reason), *reason.metadata.get("forwarded_by", [])]
+
+
+def end_line(
+    agent: str,
+    status: RunStatus | str,
+    cycles: int,
+    reason: InterruptReason | None = None,
+    mode: str | None = None,
+    checkpoint_id: str | None = None,
+    error: BaseException | str | None = None,
+) -> str:
+    """The one log line of a run's end; for a stop: its reason, source, mode and who forwarded it.
+
+    >>> r = InterruptReason(source="system", mode="graceful", message="timeout after 5s",
+    ...                     metadata={"handler": "timeout", "forwarded_by": ["swarm"]})
+    >>> end_line("swarm/w1", "interrupted", 7, r, checkpoint_id="ck-9")
+    "run of swarm/w1 ended interrupted at cycle 7: stop 'timeout after 5s' source=system mode=graceful forwarded_by=timer>swarm checkpoint=ck-9"
+    """
+    line = f"run of {agent} ended {RunStatus(status).value} at cycle {cycles}"
+    if reason is not None:
+        chain = ">".join(forwarded_by(reason) or [])
+        line += f": stop {reason.message!r} source={reason.source.value} mode={mode or reason.mode.value} forwarded_by={chain}"
+    if checkpoint_id is not None:
+        line += f" checkpoint={checkpoint_id}"
+    if error is not None:
+        line += f" error={error!r}"
+    return line
 
 
 def _stamped(reason: InterruptReason | None, checkpoint_id: str | None) -> InterruptReason | None:
@@ -51,7 +117,8 @@ def run_result(
     """The result dict of one agent's run.
 
     ``interrupt_reason`` is stamped with ``metadata["checkpoint_id"]`` when
-    there is a checkpoint; ``mode`` defaults to the reason's mode.
+    there is a checkpoint; ``mode`` defaults to the reason's mode;
+    ``forwarded_by`` is the stop's provenance (:func:`forwarded_by`).
 
     >>> r = run_result("a1", "interrupted", cycles=3, checkpoint_id="ck-1",
     ...                interrupt_reason=InterruptReason(source="user", mode="immediate"))
@@ -71,6 +138,7 @@ def run_result(
         "checkpoint_id": checkpoint_id,
         "interrupt_reason": reason,
         "mode": mode,
+        "forwarded_by": forwarded_by(reason),
         "agent": agent,
         "error": error,
         **extra,
@@ -99,6 +167,7 @@ def supervisor_result(
         "children": children,
         "checkpoint_id": checkpoint_id,
         "interrupt_reason": _stamped(interrupt_reason, checkpoint_id),
+        "forwarded_by": forwarded_by(interrupt_reason),
         "restarts": restarts,
         "agent": supervisor,
         "error": error,

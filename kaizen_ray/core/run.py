@@ -42,13 +42,14 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from kaizen_ray.core._observer import NULL_OBSERVER, RunObserver
 from kaizen_ray.core._threads import DaemonCall
 from kaizen_ray.core.checkpoint import Checkpoint, CheckpointError, CheckpointStatus
 from kaizen_ray.core.context import BudgetClient, CheckpointSink, StepContext, StepResult
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.hooks import HookContext, HookEvent
 from kaizen_ray.core.interrupts import InterruptedError, InterruptManager, InterruptMode, InterruptReason, InterruptSource
-from kaizen_ray.core.results import RunStatus, run_result
+from kaizen_ray.core.results import RunStatus, end_line, run_result
 
 if TYPE_CHECKING:  # the agent module imports this one; the type is only for annotations
     from kaizen_ray.core.agent import BaseAutonomousAgent
@@ -157,6 +158,8 @@ class AgentRun:
         self._pre_interrupt: asyncio.Future[Any] | None = None
         self._escalation_key = ("escalation", id(self))
         self._sync_step = not inspect.iscoroutinefunction(agent.step)
+        # Observer seam (metrics on Ray): the runtime sets it on the run before execute().
+        self.observer: RunObserver = previous.observer if previous else NULL_OBSERVER
 
     def __repr__(self) -> str:
         return f"AgentRun({self.name!r}, {self.phase.value}, cycle={self.cycle})"
@@ -187,11 +190,13 @@ class AgentRun:
             return
         if phase not in TRANSITIONS[self.phase]:
             raise RuntimeError(f"run of {self.name!r} cannot go from {self.phase.value} to {phase.value}")
-        self.phase = phase
+        old, self.phase = self.phase, phase
+        self.observer.on_phase(old.value, phase.value)
 
     # -- interrupts, from any thread (signal dispatcher, deadline thread, Ray control thread) --
 
     def _on_interrupt(self, reason: InterruptReason, mode: InterruptMode) -> None:
+        self.observer.on_interrupt(reason.source.value, mode.value)
         loop = self._loop
         assert loop is not None and self._immediate is not None
         try:
@@ -272,6 +277,7 @@ class AgentRun:
                 state, done, output = result.state, result.done, result.output
                 self._state = state
                 self.cycle += 1
+                self.observer.on_cycle(self.cycle)
                 await self._hook(HookEvent.POST_CYCLE)
                 freq = cfg.checkpoint_frequency
                 last = cfg.max_cycles is not None and self.cycle >= cfg.max_cycles  # the final save follows at once
@@ -317,13 +323,16 @@ class AgentRun:
         if status is RunStatus.INTERRUPTED:
             await self._hook(HookEvent.POST_INTERRUPT, self._interrupt_data(checkpoint_id=checkpoint_id))
         self._end(status)
+        reason = mgr.reason if status is RunStatus.INTERRUPTED else None
+        mode = mgr.mode.value if reason is not None and mgr.mode else None
+        # One line per run's end; an interrupted run's names the stop's provenance.
+        logger.info("%s", end_line(self.name, status, self.cycle, reason, mode, checkpoint_id, error))
         if cancelled is not None:
             raise cancelled
-        reason = mgr.reason if status is RunStatus.INTERRUPTED else None
         result = run_result(
             self.name, status, state=state, output=output, cycles=self.cycle, cost=self.cost,
             checkpoint_id=checkpoint_id, interrupt_reason=reason,
-            mode=mgr.mode.value if reason is not None and mgr.mode else None, error=error,
+            mode=mode, error=error,
             **self.agent.result_extras(state),
         )  # fmt: skip
         if result["interrupt_reason"] is not None and cfg.raise_on_interrupt:
@@ -364,6 +373,8 @@ class AgentRun:
             self.cycle_in_flight = None
             # Spend is a fact even for a cancelled cycle; settle before the next one.
             self.cost += ctx.cycle_cost
+            if ctx.cycle_cost:
+                self.observer.on_cost(ctx.cycle_cost)
             await self.budget.settle()
             warning = self.budget.take_warning()
             if warning is not None:
@@ -462,8 +473,6 @@ class AgentRun:
                 logger.exception("disarming the handlers of %s failed", self.name)
         mgr.run_shutdown_callbacks()
         self._move(AgentPhase.FINISHED)
-        if status is not None:
-            logger.info("run of %s ended %s at cycle %d", self.name, status.value, self.cycle)
 
 
 def _json_able(value: Any) -> bool:

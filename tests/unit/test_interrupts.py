@@ -450,10 +450,11 @@ def test_forwarding_is_recursive_with_immediate_parent_name() -> None:
     c.add_child(duck_c)
     assert a.request_interrupt(SYSTEM, G, "budget", {"handler": "budget"}) is True
     assert "propagated_from" not in a.reason.metadata
-    assert b.reason.metadata == {"handler": "budget", "propagated_from": "a"}
-    assert c.reason.metadata == {"handler": "budget", "propagated_from": "b"}
-    assert duck_b.calls == [(SYSTEM, G, "budget", {"handler": "budget", "propagated_from": "b"})]
-    assert duck_c.calls == [(SYSTEM, G, "budget", {"handler": "budget", "propagated_from": "c"})]
+    # propagated_from: the last hop; forwarded_by: the whole chain (a stop's provenance).
+    assert b.reason.metadata == {"handler": "budget", "propagated_from": "a", "forwarded_by": ["a"]}
+    assert c.reason.metadata == {"handler": "budget", "propagated_from": "b", "forwarded_by": ["a", "b"]}
+    assert duck_b.calls == [(SYSTEM, G, "budget", {"handler": "budget", "propagated_from": "b", "forwarded_by": ["a", "b"]})]
+    assert duck_c.calls == [(SYSTEM, G, "budget", {"handler": "budget", "propagated_from": "c", "forwarded_by": ["a", "b", "c"]})]
     assert a.request_interrupt(USER, I, "now") is True  # the escalation goes down too
     for m, parent in ((b, "a"), (c, "b")):
         assert m.mode is I and m.reason.message == "budget"
@@ -501,7 +502,7 @@ def test_nowait_is_preferred_for_forwarding() -> None:
     m, h = InterruptManager(name="sup"), Handle()
     m.add_child(h)
     m.request_interrupt(USER, I, "now")
-    assert h.calls == [] and h.nowait == [(USER, I, "now", {"propagated_from": "sup"})]
+    assert h.calls == [] and h.nowait == [(USER, I, "now", {"propagated_from": "sup", "forwarded_by": ["sup"]})]
 
 
 def test_child_added_after_interrupt_is_interrupted_at_once() -> None:
