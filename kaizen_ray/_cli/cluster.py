@@ -126,7 +126,7 @@ def row_of(handle: Any) -> dict[str, Any]:
 
     status = handle.status()
     checkpoint_id = None
-    if handle.kind == "supervisor":  # its status has no checkpoint: its last manifest is on disk
+    if handle.kind == "supervisor":  # before its actor saved a manifest, the last one on disk
         checkpoint_id = _last_checkpoint(handle.storage_path, handle.name)
     row = status_row(handle.name, handle.kind, status, checkpoint_id)
     row["running"] = bool(ray.get(handle.actor.running.remote(), timeout=CALL_TIMEOUT_S))

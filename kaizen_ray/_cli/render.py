@@ -72,11 +72,14 @@ def dumps(value: Any) -> str:
 def status_row(name: str, kind: str, status: dict[str, Any], checkpoint_id: str | None = None) -> dict[str, Any]:
     """The ``ls`` / ``status`` object of one actor, from its ``status()`` dict.
 
-    A supervisor's status has no cycle or cost of its own (its children do):
-    those are None; ``checkpoint_id`` falls back to the one given (its last manifest).
+    A supervisor's cycle and cost are its live children's, summed (down the
+    tree), and its checkpoint_id the last manifest its actor saved; before
+    its first, ``checkpoint_id`` falls back to the one given (the last on disk).
 
     >>> status_row("a1", "agent", {"phase": "running", "cycle": 3, "cost": 0.5, "checkpoint_id": "ck-1"})
     {'name': 'a1', 'kind': 'agent', 'phase': 'running', 'cycle': 3, 'cost': 0.5, 'checkpoint_id': 'ck-1'}
+    >>> status_row("swarm", "supervisor", {"phase": "running", "cycle": 7, "cost": 1.5, "checkpoint_id": None}, "ck-m")["checkpoint_id"]
+    'ck-m'
     """
     return {
         "name": name,

@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import ray
 
 from kaizen_ray.core._local_budget import LocalBudgetClient
+from kaizen_ray.core._observer import NULL_OBSERVER, RunObserver
 from kaizen_ray.core.agent import BaseAutonomousAgent
 from kaizen_ray.core.checkpoint import (
     Checkpoint,
@@ -41,6 +43,7 @@ from kaizen_ray.core.config import AutonomousConfig
 from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
+from kaizen_ray.runtime._metrics import RayMetricsObserver
 from kaizen_ray.runtime._proxy import child_key
 from kaizen_ray.runtime._run_control import RunControl, settle
 from kaizen_ray.runtime._system import SystemHandlers
@@ -55,13 +58,18 @@ __all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "StoreSink", "load_fr
 class StoreSink:
     """The agent's checkpoint sink on Ray: encode here, keep and flush in the store actor."""
 
-    def __init__(self, store: Any, storage_path: str) -> None:
+    def __init__(self, store: Any, storage_path: str, observer: RunObserver = NULL_OBSERVER) -> None:
         self.store = store
         self.storage_path = storage_path
+        self.observer = observer
 
     async def save(self, checkpoint: Checkpoint, *, durable: bool) -> str:
+        started = time.perf_counter()
         data = encode_checkpoint(checkpoint)  # a state cloudpickle refuses fails here, naming agent and type
-        return await self.store.save.remote(self.storage_path, checkpoint.agent, checkpoint.id, data, durable)
+        checkpoint_id = await self.store.save.remote(self.storage_path, checkpoint.agent, checkpoint.id, data, durable)
+        # Measured here, where both are known: encoding included, up to the store's ack (on disk when durable).
+        self.observer.on_checkpoint(time.perf_counter() - started, len(data))
+        return checkpoint_id
 
     async def load(self, agent: str, checkpoint_id: str) -> Checkpoint:
         return await load_from_store(self.store, self.storage_path, agent, checkpoint_id)
@@ -119,6 +127,7 @@ class AgentRuntime:
         sink: Any = None,
         budget: Any = None,
         agent_kwargs: dict[str, Any] | None = None,
+        observer: RunObserver = NULL_OBSERVER,
     ) -> None:
         agent = agent_cls(config=config, name=name, **(agent_kwargs or {}))
         if agent.name != name:
@@ -130,6 +139,7 @@ class AgentRuntime:
         self.manager = agent.interrupt_manager
         self.sink = sink if sink is not None else FileCheckpointSink(agent.storage)
         self.budget = budget if budget is not None else LocalBudgetClient(self.manager)
+        self.observer = observer
         self._lock = threading.Lock()
         self._running = False
         self._kill_key = ("kill", id(self))
@@ -162,6 +172,7 @@ class AgentRuntime:
         """One run of the agent (an :class:`AgentRun` on the actor's seams); its result dict."""
         # On Ray a step stuck past its deadline costs the actor (the watcher kills it), not a leaked thread.
         run = self.agent.new_run(sink=self.sink, budget=self.budget, abandon_stuck_steps=False)
+        run.observer = self.observer
         with self._lock:
             self._running, self._kill_snapshot = True, None
         if self.manager.mode is InterruptMode.IMMEDIATE:  # level-triggered
@@ -321,8 +332,10 @@ class AgentActor(ControlMethods):
         self._name = name
         self._class_name = agent_cls.__name__
         self._storage_path = storage_path
-        sink = StoreSink(get_or_create_store(namespace), storage_path)
-        self._runtime = AgentRuntime(agent_cls, name, config, sink=sink, agent_kwargs=agent_kwargs)
+        observer = RayMetricsObserver(name)
+        sink = StoreSink(get_or_create_store(namespace), storage_path, observer)
+        self._runtime = AgentRuntime(agent_cls, name, config, sink=sink, agent_kwargs=agent_kwargs, observer=observer)
+        observer.on_phase("", "idle")  # counted in kaizen_agents{phase} from birth
         manager = self._runtime.manager
         # Budget scopes on Ray, plus any handler the agent attached to its own manager.
         self._budget = RayBudgetClient(name, manager, local=LocalBudgetClient(manager))

@@ -46,7 +46,7 @@ from kaizen_ray.core.interrupts import (
     InterruptReason,
     InterruptSource,
 )
-from kaizen_ray.core.results import RunStatus, run_result, supervisor_result
+from kaizen_ray.core.results import RunStatus, end_line, run_result, supervisor_result
 from kaizen_ray.core.supervision import (
     SupervisorPhase,
     add_restart,
@@ -79,6 +79,13 @@ logger = logging.getLogger("kaizen_ray.supervisor")
 
 __all__ = ["Supervisor", "SupervisorActor", "SupervisorHandle"]
 
+STATUS_TIMEOUT_S = 1.0  # a child that does not answer status() in time (dead, or its control group busy) is left out
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
+
+
 # Kept under its old name: tests and tools build one to talk to a child's actor.
 _Child = Child
 
@@ -110,15 +117,17 @@ class SupervisorActor(ControlMethods):
         self._restart_times: list[float] = []  # inside the restart window only (add_restart prunes it)
         self._restarts = 0
         self._handled_generation: int | None = None
+        self._manifest_id: str | None = None  # the last manifest this actor saved (status()'s checkpoint_id)
         # The run moves the phase on its loop; an accepted interrupt moves it on a control thread.
         self._phase_lock = threading.Lock()
         self._phase = SupervisorPhase.IDLE
         self._manager_.add_listener(self._on_interrupt)
 
     def __repr__(self) -> str:
-        # getattr: Ray shows the repr even when __init__ failed; the real error must not be buried.
-        name, phase = getattr(self, "_name", "?"), getattr(self, "_phase", "unborn")
-        return f"SupervisorActor({name}, {phase}, children={len(getattr(self, '_children', {}))}, restarts={getattr(self, '_restarts', 0)})"
+        # Ray shows the repr once, right after __init__, and never again: name and
+        # class only (as AgentActor's). Live state is in status(), `kaizen-ray ls`
+        # and metrics. getattr: Ray shows it even when __init__ failed.
+        return f"SupervisorActor({getattr(self, '_name', '?')}, Supervisor)"
 
     def _move(self, phase: SupervisorPhase) -> None:
         with self._phase_lock:
@@ -148,7 +157,11 @@ class SupervisorActor(ControlMethods):
 
     async def _status(self) -> dict[str, Any]:
         mgr = self._manager_
+        cycle, cost = await self._children_totals()
         return {
+            "cycle": cycle,
+            "cost": cost,
+            "checkpoint_id": self._manifest_id,
             "budget": await self._system.budget_snapshot(),
             "agent": self._name,
             "kind": "supervisor",
@@ -159,6 +172,13 @@ class SupervisorActor(ControlMethods):
             "mode": mgr.mode.value if mgr.mode else None,
             "interrupt_reason": mgr.reason,
         }
+
+    async def _children_totals(self) -> tuple[int, float]:
+        """Live cycles and cost summed over the children that answer within a second (a tree sums itself)."""
+        refs = [c.actor.status.remote() for c in self._children.values() if c.actor is not None]
+        answers = await asyncio.gather(*(asyncio.wait_for(_awaited(r), STATUS_TIMEOUT_S) for r in refs), return_exceptions=True)
+        live = [a for a in answers if isinstance(a, dict)]
+        return sum(int(a.get("cycle") or 0) for a in live), sum(float(a.get("cost") or 0.0) for a in live)
 
     async def _use_scope(self, scope: Any) -> None:
         # One scope for the whole swarm: every child charges it, spawned or restarted.
@@ -327,8 +347,11 @@ class SupervisorActor(ControlMethods):
             metadata={"kind": "manifest", "restarts": self._restarts},
         )
         checkpoint_id = await StoreSink(self._store, self._storage_path).save(manifest, durable=True)
+        self._manifest_id = checkpoint_id
         if self._manager_.is_interrupted():
             self._handled_generation = self._manager_.generation
+        cycles = sum(int(r.get("cycles") or 0) for r in results.values())
+        logger.info("%s", end_line(self._name, status.value, cycles, reason, None, checkpoint_id, cause))
         return supervisor_result(
             self._name,
             status.value,

@@ -36,6 +36,7 @@ import ray.cloudpickle
 
 from kaizen_ray.core.deadlines import DeadlineQueue
 from kaizen_ray.core.interrupts import InterruptSource, coerce_mode
+from kaizen_ray.runtime._metrics import record_timer_lateness
 from kaizen_ray.runtime._namespaces import system_namespace
 
 logger = logging.getLogger("kaizen_ray.timer")
@@ -260,6 +261,7 @@ def _interrupt_target(key: Hashable, payload: dict[str, Any], lateness_s: float)
         "deadline": key,
     }
     logger.info("timer: %s timed out after %.3fs (%.1f ms late)", payload["name"], elapsed, lateness_s * 1000)
+    record_timer_lateness(lateness_s)
     # Fire and forget: a dead target must not hold up the loop.
     target.request_interrupt.remote(
         InterruptSource.SYSTEM.value, payload["mode"], f"timeout after {payload['timeout_s']}s", metadata

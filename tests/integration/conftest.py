@@ -23,7 +23,8 @@ from ray.cluster_utils import Cluster
 
 from tests._support.moto import moto_s3
 
-HEAD_ARGS = {"num_cpus": 2, "include_dashboard": False}
+# Metrics reported every second (Ray's default: 10 s), so that test_metrics sees them within ~2 s.
+HEAD_ARGS = {"num_cpus": 2, "include_dashboard": False, "_system_config": {"metrics_report_interval_ms": 1000}}
 # Where a detached agent lands without a namespace of its own (kaizen_ray's default).
 DEFAULT_NAMESPACE = "kaizen"
 
