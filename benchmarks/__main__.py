@@ -45,6 +45,7 @@ REGISTERED: tuple[str, ...] = (
     "deadline_lateness",
     "deadline_queue",
     "control_latency",
+    "metrics_overhead",
     "llm_cancel",
 )
 
