@@ -9,14 +9,23 @@ themselves (about 20 s after its death here), so ``sum by (phase)
 (ray_kaizen_agents)`` counts live agents only.
 
 The metric objects are made once per process, on first use (making one
-registers it with the process's Ray worker).
+registers it with the process's Ray worker). Cycles and cost, the per-cycle
+figures, are counted in plain attributes and handed to Ray by a flusher
+thread every :data:`FLUSH_S` and at each phase change: a Ray ``inc`` costs a
+few microseconds, a large share of an empty cycle, while Ray reports only
+every ``metrics_report_interval_ms`` (1 s at the least in practice) anyway.
+See ``benchmarks/metrics_overhead.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
+import weakref
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from kaizen_ray.core._observer import RunObserver
@@ -45,9 +54,14 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str, list[float] | None]] = {
     ),
 }  # fmt: skip
 
+FLUSH_S = 0.25  # well inside Ray's shortest useful report interval
+
 _lock = threading.Lock()
 _made: dict[str, Any] = {}
 _phase_counts: Counter[str] = Counter()  # this process's agents by phase
+_flush_lock = threading.Lock()
+_observers: weakref.WeakSet[RayMetricsObserver] = weakref.WeakSet()
+_flusher: threading.Thread | None = None
 
 
 def exported_names() -> set[str]:
@@ -111,6 +125,37 @@ def _move_phase(old: str | None, new: str | None) -> None:
         gauge.set(value, tags={"phase": phase})
 
 
+def _never_raises(method: Callable[..., None]) -> Callable[..., None]:
+    # The observer runs inside the run's loop and its interrupt listener: a
+    # failing metric must cost a log line, never a run.
+    @functools.wraps(method)
+    def safe(self: Any, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception:  # noqa: BLE001 - logged, and the run goes on
+            logger.exception("recording %s for %s failed", method.__name__, getattr(self, "agent", "?"))
+
+    return safe
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(FLUSH_S)
+        with _flush_lock:
+            observers = list(_observers)
+        for obs in observers:
+            obs.flush()
+
+
+def _watch(observer: RayMetricsObserver) -> None:
+    global _flusher
+    with _flush_lock:
+        _observers.add(observer)
+        if _flusher is None or not _flusher.is_alive():
+            _flusher = threading.Thread(target=_flush_forever, name="kaizen-metrics-flush", daemon=True)
+            _flusher.start()
+
+
 class RayMetricsObserver(RunObserver):
     """Records one agent's runs as kaizen_ray's Ray metrics (see :data:`METRICS`).
 
@@ -128,30 +173,53 @@ class RayMetricsObserver(RunObserver):
         self._phase: str | None = None
         self._cycles = metric("kaizen_cycles_total")
         self._cost = metric("kaizen_cost_total")
+        # Written by the run's loop only; the flusher hands the difference to Ray.
+        self._cycles_seen, self._cost_seen = 0, 0.0
+        self._cycles_sent, self._cost_sent = 0, 0.0
+        self._sending = threading.Lock()
+        _watch(self)
 
     def __repr__(self) -> str:
         return f"RayMetricsObserver({self.agent!r}, {self._phase})"
 
+    @_never_raises
+    def flush(self) -> None:
+        """Hand the cycles and cost counted since the last flush to Ray (the flusher thread calls it too)."""
+        with self._sending:
+            cycles, cost = self._cycles_seen, self._cost_seen
+            if cycles != self._cycles_sent:
+                self._cycles.inc(float(cycles - self._cycles_sent), tags=self._tags)
+                self._cycles_sent = cycles
+            if cost > self._cost_sent:
+                self._cost.inc(cost - self._cost_sent, tags=self._tags)
+                self._cost_sent = cost
+
+    @_never_raises
     def on_phase(self, old: str, new: str) -> None:
+        self.flush()  # a run's last cycles are exported with its end, not a flush period later
         if new != self._phase:
             _move_phase(self._phase, new)
             self._phase = new
 
     def on_cycle(self, cycle: int) -> None:
-        self._cycles.inc(1.0, tags=self._tags)
+        self._cycles_seen += 1
 
     def on_cost(self, amount: float) -> None:
-        self._cost.inc(amount, tags=self._tags)
+        self._cost_seen += amount
 
+    @_never_raises
     def on_interrupt(self, source: str, mode: str) -> None:
         metric("kaizen_interrupts_total").inc(1.0, tags={"agent": self.agent, "source": source, "mode": mode})
 
+    @_never_raises
     def on_checkpoint(self, seconds: float, nbytes: int) -> None:
         metric("kaizen_checkpoint_seconds").observe(seconds, tags=self._tags)
         if nbytes > 0:
             metric("kaizen_checkpoint_bytes_total").inc(float(nbytes), tags=self._tags)
 
+    @_never_raises
     def close(self) -> None:
+        self.flush()
         if self._phase is not None:
             _move_phase(self._phase, None)
             self._phase = None

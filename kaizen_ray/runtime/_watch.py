@@ -24,7 +24,7 @@ from ray.exceptions import RayActorError
 
 from kaizen_ray.core.checkpoint import CheckpointError
 from kaizen_ray.core.interrupts import InterruptReason
-from kaizen_ray.core.results import RunStatus, run_result, supervisor_result
+from kaizen_ray.core.results import RunStatus, end_line, run_result, supervisor_result
 from kaizen_ray.runtime._actors import death_cause, gone
 from kaizen_ray.runtime.agent_actor import load_from_store
 
@@ -73,7 +73,15 @@ async def killed_result(
     """
     checkpoint = await _latest(store, storage_path, agent)
     if checkpoint is None:
-        return run_result(agent, RunStatus.KILLED, interrupt_reason=reason, mode="immediate" if reason else None, error=error)
+        result = run_result(agent, RunStatus.KILLED, interrupt_reason=reason, mode="immediate" if reason else None, error=error)
+    else:
+        result = _from_checkpoint(agent, checkpoint, reason, error)
+    # The run's own end line never came: this is the killed agent's one line (with its stop's provenance).
+    logger.info("%s", end_line(agent, RunStatus.KILLED, result["cycles"], reason, result["mode"], result["checkpoint_id"], error))
+    return result
+
+
+def _from_checkpoint(agent: str, checkpoint: Any, reason: InterruptReason | None, error: BaseException | None) -> dict[str, Any]:
     return run_result(
         agent,
         RunStatus.KILLED,
