@@ -22,6 +22,7 @@ RAY_SIDE = sorted(
 # Modules with examples that run without a cluster: at least this many each.
 RUNNABLE = {
     "kaizen_ray.runtime._actors": 3,
+    "kaizen_ray.runtime._metrics": 1,
     "kaizen_ray.runtime._namespaces": 3,
     "kaizen_ray.runtime._proxy": 2,
     "kaizen_ray.runtime.agent_actor": 8,
