@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RunObserver", "NULL_OBSERVER"]
+__all__ = ["NULL_OBSERVER", "RunObserver"]
 
 
 class RunObserver:

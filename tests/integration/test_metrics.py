@@ -115,7 +115,7 @@ def test_a_running_agent_is_counted_running_and_its_cycles_and_cost_are_exported
         cycles, cost = value(s, "ray_kaizen_cycles_total", agent="m-live"), value(s, "ray_kaizen_cost_total", agent="m-live")
         return cycles == result["cycles"] and (cycles, cost)
 
-    cycles, cost = wait_until(final, "m-live's final cycle count exported", timeout=WAIT_S, poll=0.25)
+    _, cost = wait_until(final, "m-live's final cycle count exported", timeout=WAIT_S, poll=0.25)
     assert cost == pytest.approx(result["cost"]) and result["cost"] == pytest.approx(0.25 * result["cycles"])
 
 

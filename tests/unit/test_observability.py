@@ -8,9 +8,9 @@ import threading
 from typing import Any
 
 import kaizen_ray as kr
+from kaizen_ray.core._local_budget import LocalBudgetClient
 from kaizen_ray.core._observer import RunObserver
 from kaizen_ray.core.context import FileCheckpointSink
-from kaizen_ray.core._local_budget import LocalBudgetClient
 from kaizen_ray.core.results import forwarded_by, run_result
 from tests._support.agents import WAIT_S, AwaitsAtCycle
 
