@@ -139,7 +139,7 @@ CHILD_FIELDS = {
 @pytest.mark.parametrize("field", sorted(CHILD_FIELDS))
 def test_child_spec_refuses_bad_values_naming_field_and_value(field, data):
     value = data.draw(CHILD_FIELDS[field], label=field)
-    kwargs = {"name": "w", **{field: value}}
+    kwargs = {"name": "w", field: value}
     with pytest.raises(CLEAR) as caught:
         kr.ChildSpec(Counter, **kwargs)
     assert_clear(caught, value, field)
@@ -385,9 +385,9 @@ def test_a_run_resumed_from_a_bad_checkpoint_id_fails_clearly_and_the_actor_live
 def test_spawn_refuses_bad_arguments_at_once(ray_cluster, tmp_path, kwargs):
     ((field, value),) = kwargs.items()
     if field == "config":
-        call = lambda: Counter.spawn(config=value, name="never")  # noqa: E731
+        call = lambda: Counter.spawn(config=value, name="never")
     else:
-        call = lambda: Counter.spawn(config=kr.AutonomousConfig(storage_path=tmp_path), **{"name": "never", **kwargs})  # noqa: E731
+        call = lambda: Counter.spawn(config=kr.AutonomousConfig(storage_path=tmp_path), **{"name": "never", **kwargs})
     with pytest.raises(CLEAR) as caught:
         spawned = call()
         spawned.kill()  # accepted: gone before the failure is reported, so the next example starts clean

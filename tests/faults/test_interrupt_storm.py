@@ -78,7 +78,7 @@ def test_an_interrupt_storm_on_a_running_swarm_has_one_first_reason_and_ends(ray
     assert len(accepted) == expected, accepted
     assert all(mode is kr.InterruptMode.IMMEDIATE for message, mode in accepted if message != first.message), accepted
     history = sup.interrupt_manager.history
-    assert [r.message for r in history][0] == first.message and len(history) == expected, history
+    assert history[0].message == first.message and len(history) == expected, history
 
     for n in names:
         child = result["children"][n]

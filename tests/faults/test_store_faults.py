@@ -89,15 +89,15 @@ def test_a_store_killed_mid_flush_leaves_no_torn_file_loses_nothing_acknowledged
     acknowledged = durable_saves(store, storage, "bystander", 3)
     held, go = tmp_path / "held", tmp_path / "go"
     goal, hold_at = 4, 2
-    # 32 MB per checkpoint, one per cycle, write-behind: the store's writer is busy writing and fsyncing for a while.
+    # 24 MB per checkpoint, one per cycle, write-behind: the store's writer is busy writing and fsyncing for a while.
     config = kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=1)
     handle = Heavy.spawn(config=config, name="heavy")
     cleanup(handle)
-    ref = handle.start({"goal": goal, "hold_at": hold_at, "held": str(held), "go": str(go), "pad_mb": 32})
+    ref = handle.start({"goal": goal, "hold_at": hold_at, "held": str(held), "go": str(go), "pad_mb": 24})
 
     # Mid-flush: the store has created its temp file and is writing into it. SIGKILL it there.
+    pid = pid_of(store)  # asked first: once the write has begun, nothing stands between it and the kill
     wait_until(lambda: temp_files(storage), "the store to begin writing a checkpoint", poll=0.002)
-    pid = pid_of(store)
     os.kill(pid, signal.SIGKILL)
     restarted(store, pid, "the checkpoint store")
     # The write it was killed in never finished: its temp file is left, never renamed into place.
@@ -114,7 +114,7 @@ def test_a_store_killed_mid_flush_leaves_no_torn_file_loses_nothing_acknowledged
     result = ray.get(ref, timeout=WAIT_S)
     assert result["status"] == "completed" and result["cycles"] == goal, result
     final = kr.load_checkpoint(result["checkpoint_id"], storage)
-    assert (final.cycle, final.state["n"], len(final.state["pad"])) == (goal, goal, 32 << 20)
+    assert (final.cycle, final.state["n"], len(final.state["pad"])) == (goal, goal, 24 << 20)
     every = assert_no_torn_file(storage)
     assert {c.agent for c in every} == {"bystander", "heavy"}
     # Later checkpoints work: the cycles after the hold reached the disk through the new store.
