@@ -325,6 +325,28 @@ def test_an_agents_actor_refuses_a_bad_interrupt_and_lives_on(agent, source, mod
     assert_alive_and_untouched(agent)
 
 
+@pytest.fixture(scope="module")
+def supervisor(ray_cluster, tmp_path_factory):
+    """One idle supervisor (its children start with a run) for the module's bad calls."""
+    storage = tmp_path_factory.mktemp("bad-input-sup")
+    spec = kr.ChildSpec(Counter, name="w", config=kr.AutonomousConfig(storage_path=storage))
+    handle = kr.Supervisor.spawn("target-sup", children=[spec], storage_path=storage)
+    yield handle
+    handle.kill()
+
+
+@ON_RAY
+@given(source=bad_enum, handler=st.one_of(st.integers(), words, containers))
+def test_a_supervisors_actor_refuses_bad_calls_and_lives_on(supervisor, source, handler):
+    with pytest.raises(CLEAR) as caught:
+        ray.get(supervisor.actor.request_interrupt.remote(source, "graceful", "bad", None), timeout=60)
+    assert_clear(caught, source, "source")
+    with pytest.raises(CLEAR) as caught:
+        ray.get(supervisor.actor.add_handler.remote(handler), timeout=60)
+    assert_clear(caught, handler, "handler")
+    assert_alive_and_untouched(supervisor)
+
+
 @ON_RAY
 @given(method=st.one_of(words, st.sampled_from(["__init__", "_children", "request_interrupt_nowait"])))
 def test_an_agents_actor_refuses_a_manager_call_it_does_not_forward_and_lives_on(agent, method):
