@@ -1,8 +1,8 @@
 # Two entry points do all the set-up on a fresh machine with Python 3.11, pip and make:
 #   make demo   the main job: a supervised swarm on an embedded local Ray
-#   make test   the whole test suite, fast tiers first: unit, then integration, then e2e
+#   make test   the whole test suite, fast tiers first: unit, then integration, then e2e, then faults
 # and, once set up:
-#   make test-unit / test-integration / test-e2e   one tier
+#   make test-unit / test-integration / test-e2e / test-faults   one tier
 #   make bench          every benchmark (figures in benchmarks/results/summary.md)
 #   make bench-quick    the same with --quick, a smoke test (or: make bench QUICK=1)
 PYTHON ?= python3
@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-unit test-integration test-e2e bench bench-quick clean
+.PHONY: demo test test-unit test-integration test-e2e test-faults bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/kaizen-ray demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests/unit tests/integration tests/e2e
+	$(BIN)/python -m pytest tests/unit tests/integration tests/e2e tests/faults
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
@@ -34,6 +34,9 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
+
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick)

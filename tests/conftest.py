@@ -1,4 +1,4 @@
-"""Test-wide settings: no usage stats, quiet Ray; tiers run fast to slow (unit, integration, e2e)."""
+"""Test-wide settings: no usage stats, quiet Ray; tiers run fast to slow (unit, integration, e2e), then faults."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-TIERS = ("unit", "integration", "e2e")  # `pytest tests` collects e2e first (alphabetical): a quick failure waits
+TIERS = ("unit", "integration", "e2e", "faults")  # `pytest tests` collects e2e first (alphabetical): a quick failure waits
 _HERE = Path(__file__).resolve().parent
 
 
@@ -23,5 +23,5 @@ def _tier(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Unit, then integration, then e2e; a stable sort, so each module's tests stay together and in order."""
+    """Unit, then integration, then e2e, then faults (real kills, after the integration head is gone); a stable sort, so each module's tests stay together and in order."""
     items.sort(key=_tier)

@@ -64,7 +64,7 @@ class BaseAutonomousAgent:
         interrupt_manager: InterruptManager | None = None,
     ) -> None:
         self.config = coerce_config(config)
-        self.name = validate_agent_name(name or type(self).__name__)
+        self.name = validate_agent_name(type(self).__name__ if name is None else name)
         self.interrupt_manager = interrupt_manager or InterruptManager(name=self.name)
         # An agent's handlers act during its runs only (armed at each start).
         self.interrupt_manager.scope_to_runs()

@@ -174,6 +174,8 @@ class SignalInterruptHandler(InterruptHandler):
 
     def __init__(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
         checked: list[signal.Signals] = []
+        if isinstance(signals, (int, str)) or not hasattr(signals, "__iter__"):  # a bare SIGINT, not a tuple of them
+            raise TypeError(f"signals must be an iterable of signal numbers, got {signals!r}")
         for sig in signals:
             try:
                 sig = signal.Signals(sig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ray
 from ray.exceptions import RayActorError
 
+from kaizen_ray.core.checkpoint import validate_agent_name
 from kaizen_ray.core.errors import AgentGoneError
 from kaizen_ray.runtime._actors import CONTROL_TIMEOUT_S, ensure_ray, gone
 from kaizen_ray.runtime.handles import ActorHandleBase, AgentHandle
@@ -22,6 +23,7 @@ def get_agent(name: str, namespace: str | None = None) -> ActorHandleBase:
 
     >>> handle = kr.get_agent("swarm", namespace="kaizen")  # doctest: +SKIP
     """
+    validate_agent_name(name)  # Ray's own refusal of a non-str ("expected bytes, int found") names nothing
     ensure_ray(namespace)
     try:
         actor = ray.get_actor(name, namespace=namespace)

@@ -181,6 +181,7 @@ class AgentRuntime:
             result = await run.execute(task, resume_from_checkpoint)
             if isinstance(result.get("error"), CheckpointError) and hasattr(self.sink, "last_durable"):
                 await self._name_a_durable_checkpoint(result)
+                run.checkpoint_id = result["checkpoint_id"]  # status() and the next run's parent: the one on disk
             return result
         finally:
             shared_scheduler().cancel(self._kill_key)

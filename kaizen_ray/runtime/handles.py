@@ -206,7 +206,7 @@ def spawn_agent(
     ``resources``, ``scheduling_strategy``, ...) to Ray's ``.options()``.
     """
     config = coerce_config(config)
-    name = validate_agent_name(name or agent_cls.__name__)
+    name = validate_agent_name(agent_cls.__name__ if name is None else name)  # name="" is refused, not renamed
     _refuse_misplaced_ray_options(agent_cls, agent_kwargs)
     if actor_options is not None and not isinstance(actor_options, dict):
         raise TypeError(f"actor_options must be a dict of Ray actor options, got {actor_options!r}")

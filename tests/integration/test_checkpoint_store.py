@@ -1,4 +1,6 @@
-"""The checkpoint store actor on a real local Ray: ownership, durability, write-behind order, bounds, restarts.
+"""The checkpoint store actor on a real local Ray: ownership, durability, write-behind order, bounds.
+
+Its restart after a kill is in the fault tier (tests/faults/test_store_faults.py).
 
 Most tests talk to the store directly with encoded checkpoints (what an
 agent's ``StoreSink`` sends), so each property is observed where it is made.
@@ -12,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
 
 import kaizen_ray as kr
 from kaizen_ray.core.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
@@ -152,28 +153,3 @@ def test_bad_paths_and_unknown_ids_say_what_and_where(ray_cluster, storage, tmp_
     assert "ck-unknown" in str(missing.value) and str(storage) in str(missing.value)
     with pytest.raises(kr.CheckpointNotFoundError, match="'bad-input' has no good checkpoint"):
         load(store, storage, "bad-input", "latest")
-
-
-def test_a_restarted_store_rebuilds_its_index_from_disk(ray_cluster, storage):
-    # Last in this module: it kills the namespace's store (Ray restarts it).
-    store = get_or_create_store(ray_cluster)
-    made = make("restarted", 3)
-    ray.get([save(store, storage, ckpt, data, durable=True) for ckpt, data in made], timeout=60)
-    assert ray.get(store.locate.remote(str(storage), made[-1][0].id), timeout=30)[0] == "ref"
-
-    def pid() -> int | None:
-        try:
-            return ray.get(store.__ray_call__.remote(lambda actor: os.getpid()), timeout=10)
-        except (RayActorError, ActorUnavailableError, ray.exceptions.GetTimeoutError):
-            return None  # restarting
-
-    before = pid()
-    ray.kill(store, no_restart=False)
-    wait_until(lambda: pid() not in (None, before), "the store to be restarted in a new process")
-
-    ids = [ckpt.id for ckpt, _ in made]
-    assert ray.get(store.candidates.remote(str(storage), "restarted"), timeout=30) == ids[::-1]
-    for checkpoint_id in ids:  # its objects died with it: every load now comes from disk
-        assert ray.get(store.locate.remote(str(storage), checkpoint_id), timeout=30)[0] == "path"
-    assert load(store, storage, "restarted", "latest").id == ids[-1]
-    assert ray.get_actor(STORE_NAME, namespace=ray_cluster)._actor_id == store._actor_id

@@ -1,5 +1,6 @@
 """The supervisor's contract on a real local Ray: where its manifest goes, which arguments it refuses,
-its shutdown callbacks, one replay per new child, and a ``"killed"`` result when its own actor dies.
+its shutdown callbacks, one replay per new child. A ``"killed"`` result when its own actor dies is in
+the fault tier (tests/faults/test_supervisor_faults.py).
 
 Restarts are in test_supervisor_restarts.py, fan-out and manifests in test_supervisor.py.
 """
@@ -18,7 +19,7 @@ import kaizen_ray as kr
 from kaizen_ray.core.errors import AgentGoneError, ConfigError
 from kaizen_ray.runtime.supervisor import _Child
 
-from tests._support.ray_agents import Counter, child_status
+from tests._support.ray_agents import Counter
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
@@ -167,48 +168,3 @@ def _is_dead(actor) -> bool:
     except ray.exceptions.RayActorError:
         return True
     return False
-
-
-# -- the supervisor's own death --------------------------------------------------------------------------
-
-
-def test_a_dead_supervisor_still_resolves_start_to_a_killed_result_with_each_childs_checkpoint(ray_cluster, storage, cleanup):
-    names = ("w0", "w1")
-    sup = kr.Supervisor.spawn("doomed", children=[counting(storage, n, 100_000, i) for i, n in enumerate(names)])
-    cleanup(sup)
-    # A first run, paused, leaves a manifest behind.
-    ref = sup.start()
-    for n in names:
-        first = f"doomed/{n}'s first checkpoint"
-        wait_until(lambda n=n: (s := child_status(ray_cluster, f"doomed/{n}")) and s["checkpoint_id"], first)
-    sup.request_interrupt("programmatic", "graceful", "pause")
-    paused = ray.get(ref, timeout=WAIT_S)
-    assert paused["status"] == "interrupted"
-    # The second run resumes from it; each child checkpoints past its pause, then the supervisor dies.
-    ref = sup.start(resume_from_checkpoint=paused["checkpoint_id"])
-    reached = {}
-    for n in names:
-        past = paused["children"][n]["cycles"] + 2
-
-        def checkpointed_past(n: str = n, past: int = past) -> dict[str, Any] | None:
-            status = child_status(ray_cluster, f"doomed/{n}")
-            return status if status and status["cycle"] >= past and status["checkpoint_id"] else None
-
-        reached[n] = wait_until(checkpointed_past, f"doomed/{n} past cycle {past}")["cycle"]
-    ray.kill(sup.actor, no_restart=True)
-
-    result = ray.get(ref, timeout=WAIT_S)
-
-    assert result["status"] == "killed" and result["agent"] == "doomed"
-    assert result["checkpoint_id"] == paused["checkpoint_id"]  # its last manifest
-    assert isinstance(result["error"], AgentGoneError) and "killed by `ray.kill`" in str(result["error"])
-    assert set(result["children"]) == set(names)
-    for n in names:
-        child = result["children"][n]
-        assert child["status"] == "killed" and child["agent"] == f"doomed/{n}"
-        checkpoint = kr.load_checkpoint(child["checkpoint_id"], storage)
-        assert checkpoint.agent == f"doomed/{n}"
-        assert (checkpoint.cycle, checkpoint.state) == (child["cycles"], child["state"])
-        assert checkpoint.cycle >= reached[n] - 1  # the newest durable one: at most the cycle in flight is lost
-        assert checkpoint.cycle == max(info.cycle for info in kr.list_checkpoints(storage, agent=f"doomed/{n}"))
-        wait_until(lambda n=n: gone(ray_cluster, f"doomed/{n}"), f"doomed/{n} to die with its supervisor")

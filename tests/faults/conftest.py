@@ -1,0 +1,60 @@
+"""The fault tier: real kills (``ray.kill``, SIGKILL of an actor's worker), real files, a real local Ray.
+
+One Ray head for the whole tier, started on first use; each module connects
+its own driver in a fresh namespace, as the integration tier does (its
+``SharedHead`` and clean-up are reused from there, not copied). The tier runs
+after e2e (``tests/conftest.py``): by then the integration tier's own head is
+gone (its ``own_ray`` modules stop it), so two heads never share these cores
+in ``make test``.
+
+Helpers for the kills themselves are in ``_kills.py``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import ray
+
+from tests.integration.conftest import DEFAULT_NAMESPACE, SharedHead, _kill_named_actors
+
+
+@pytest.fixture(scope="session")
+def fault_head():
+    head = SharedHead()
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(fault_head):
+    """This module's driver on the tier's head, in a fresh namespace; yields the namespace."""
+    namespace = f"fault-{uuid.uuid4().hex[:8]}"
+    ray.init(address=fault_head.address(), namespace=namespace, log_to_driver=False, configure_logging=False)
+    try:
+        yield namespace
+    finally:
+        try:
+            _kill_named_actors({namespace, DEFAULT_NAMESPACE})
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture
+def storage(tmp_path):
+    """A checkpoint folder of the test's own."""
+    path = tmp_path / "checkpoints"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cleanup():
+    """Collects the handles a test spawned and kills them after it."""
+    spawned: list = []
+    yield spawned.append
+    for handle in spawned:
+        handle.kill()
