@@ -10,6 +10,8 @@ module would be. Each test works in its own namespace.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,3 +143,45 @@ def test_a_client_without_token_auth_is_told_to_set_ray_auth_mode(cluster: Clust
     env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
     _one_error_line(cluster.kaizen_ray("ls", env=env), "RAY_AUTH_MODE=token", cluster.address)
 
+
+def _rows_by_name(line: str) -> dict[str, dict[str, Any]]:
+    rows = json.loads(line)  # every refresh is one JSON line: the `ls --json` list
+    assert isinstance(rows, list) and all(set(r) == {"name", "kind", "phase", "cycle", "cost", "checkpoint_id"} for r in rows), line
+    return {r["name"]: r for r in rows}
+
+
+def test_ls_watch_json_prints_a_line_per_refresh_as_the_agent_runs_and_ctrl_c_ends_it_with_exit_0(
+    cluster: Cluster, spawn: Any, tmp_path: Path
+) -> None:
+    ns = "cli-watch"
+    cluster.ok_json("run", f"{AGENTS}:Ticker", "--name", "w1", "--storage", tmp_path / "ckpts", "--detach", namespace=ns)
+    watcher = spawn(cluster.argv("ls", "--watch", "--json", "--interval", "0.2", namespace=ns), env=cluster.env, name="ls-watch")
+
+    def next_cycle(after: float) -> int:
+        for _ in range(500):  # bounded by the watcher's own budget too
+            cycle = _rows_by_name(watcher.next_line(60)).get("w1", {}).get("cycle")
+            if cycle is not None and cycle > after:
+                return cycle
+        pytest.fail(f"w1's cycle never went past {after}:\n{watcher.output()}")
+
+    first = next_cycle(after=0)
+    second = next_cycle(after=first)  # a later refresh shows the run going on
+    assert second > first
+    os.killpg(watcher.proc.pid, signal.SIGINT)  # Ctrl+C in its terminal: the whole foreground group
+    assert watcher.finish(30) == 0, watcher.output()
+    stderr = watcher.stderr_path.read_text()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr and "error" not in stderr, stderr
+    for line in watcher.lines:
+        _rows_by_name(line)
+
+    stopped = cluster.ok_json("interrupt", "w1", "--wait", namespace=ns)
+    assert stopped["status"] == "interrupted" and stopped["cycles"] >= second, stopped
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan"])
+def test_ls_watch_refuses_an_interval_that_is_not_a_positive_number_with_one_line_and_exit_2(interval: str, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "kaizen_ray.cli", "ls", "--watch", "--interval", interval]
+    done = run(argv, env=clean_env(), timeout=60, log_dir=tmp_path, name="kaizen-ray")  # refused before any Ray starts
+    assert done.returncode == 2, done
+    _one_error_line(done, "'--interval'", repr(interval), "seconds > 0")
+    assert done.stdout == "", done
