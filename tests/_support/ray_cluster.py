@@ -67,12 +67,15 @@ def ray_head(
     log_dir: Path,
     *,
     dashboard: bool = False,
+    dashboard_host: str = "127.0.0.1",
     num_cpus: int = 2,
     head_env: Mapping[str, str] | None = None,
     budget_s: float = 170.0,
 ) -> Iterator[RayHead]:
     """Start ``ray start --head --block`` in its own session; yield a :class:`RayHead`; end it by process group.
 
+    The job server is reached at ``http://127.0.0.1:<port>`` whatever
+    ``dashboard_host`` it binds (loopback, or ``0.0.0.0``).
     ``head_env`` is the head's environment (default: :func:`clean_env` with
     ``RAY_AUTH_MODE=token``, this checkout on ``PYTHONPATH`` for the workers),
     with the venv's ``bin`` put first on ``PATH``.
@@ -91,7 +94,7 @@ def ray_head(
     dashboard_url = None
     if dashboard:
         dashboard_port = free_port()
-        argv += ["--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", dashboard_port]
+        argv += ["--include-dashboard=true", "--dashboard-host", dashboard_host, "--dashboard-port", dashboard_port]
         dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     else:
         argv.append("--include-dashboard=false")
