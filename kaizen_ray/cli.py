@@ -154,6 +154,9 @@ def ls_command(watch_: bool, interval: float, as_json: bool) -> int:
     from kaizen_ray._cli.watch import CLEAR, frame, watch
 
     settings = _settings(as_json)
+    ctx = click.get_current_context()
+    if not watch_ and ctx.get_parameter_source("interval") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--interval applies to --watch only: add --watch, or drop --interval", ctx)
     settings.connect()
 
     def rows() -> list[dict[str, Any]]:

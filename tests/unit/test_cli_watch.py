@@ -48,6 +48,12 @@ def test_the_command_refuses_a_bad_interval_with_one_line_and_exit_2(capsys: pyt
     assert out == "" and err.splitlines() == ["kaizen-ray: error: Invalid value for '--interval': 'nan' is not a finite number of seconds > 0."]
 
 
+def test_an_interval_without_watch_is_refused_not_ignored(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls", "--interval", "2"]) == 2  # before any Ray starts
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == ["kaizen-ray: error: --interval applies to --watch only: add --watch, or drop --interval"]
+
+
 def test_a_json_frame_is_one_line_holding_the_ls_json_list() -> None:
     line = frame([ROW, {**ROW, "name": "w2", "checkpoint_id": None}], "ns", 1.0, as_json=True)
     assert "\n" not in line and json.loads(line) == [ROW, {**ROW, "name": "w2", "checkpoint_id": None}]
@@ -59,6 +65,8 @@ def test_a_text_frame_is_a_header_and_the_table() -> None:
     assert header == "every 0.5s: kaizen-ray ls (namespace 'ns')  09:30:00  Ctrl+C to stop"
     assert columns.split() == ["NAME", "KIND", "PHASE", "CYCLE", "COST", "CHECKPOINT_ID"]
     assert row.split() == ["w1", "agent", "running", "3", "0.03", "ck-1"]
+    noisy = frame([{**ROW, "cost": 0.01 * 163}], "ns", 0.5, as_json=False)  # 1.6300000000000001 as summed
+    assert noisy.splitlines()[2].split()[4] == "1.63"
     assert CLEAR not in text  # the command adds it, on a terminal only
 
 
