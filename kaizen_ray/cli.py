@@ -2,7 +2,7 @@
 
     kaizen-ray [--address A] [--namespace N] [--json] [-v] COMMAND ...
     run MODULE:OBJ [--task T] [--name N] [--storage P] [--timeout S] [--budget USD] [--resume ID|latest] [--detach]
-    ls | status NAME | interrupt NAME [--immediate] [--reason TEXT] [--wait] | gc
+    ls [--watch [--interval S]] | status NAME | interrupt NAME [--immediate] [--reason TEXT] [--wait] | gc
     checkpoints [ls|show ID|verify] [--storage P] [--agent A]     (no Ray needed)
     demo [--in-process] [--dashboard] [--storage PATH]
 
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+
+from kaizen_ray._cli.watch import Interval
 
 __all__ = ["main"]
 
@@ -142,17 +144,50 @@ def _spawn_or_reuse(resolved: Any, name: str, storage: str | None, namespace: st
 
 
 @cli.command(name="ls")
+@click.option("--watch", "watch_", is_flag=True, help="redraw every --interval seconds until Ctrl+C (with --json: one JSON line each)")
+@click.option("--interval", type=Interval(), default=1.0, show_default=True, help="seconds between refreshes of --watch")
 @_json_option
-def ls_command(as_json: bool) -> int:
+def ls_command(watch_: bool, interval: float, as_json: bool) -> int:
     """Every agent and supervisor in the namespace: name, kind, phase, cycle, cost, last checkpoint."""
     from kaizen_ray._cli.cluster import list_rows
     from kaizen_ray._cli.render import ROW_KEYS, table
+    from kaizen_ray._cli.watch import CLEAR, frame, watch
 
     settings = _settings(as_json)
+    ctx = click.get_current_context()
+    if not watch_ and ctx.get_parameter_source("interval") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--interval applies to --watch only: add --watch, or drop --interval", ctx)
     settings.connect()
-    rows = [{k: r[k] for k in ROW_KEYS} for r in list_rows(settings.namespace)]
-    _emit(settings, rows, table(rows) if rows else f"no agents in namespace {settings.namespace!r}")
+
+    def rows() -> list[dict[str, Any]]:
+        return [{k: r[k] for k in ROW_KEYS} for r in list_rows(settings.namespace)]
+
+    if not watch_:
+        listed = rows()
+        _emit(settings, listed, table(listed) if listed else f"no agents in namespace {settings.namespace!r}")
+        return 0
+    on_terminal = not settings.json and sys.stdout.isatty()
+    drawn = 0
+
+    def show(text: str) -> None:
+        nonlocal drawn
+        # A terminal gets the table redrawn in place; a pipe gets frames one after another (JSON: one per line).
+        separator = CLEAR if on_terminal else ("\n" if drawn and not settings.json else "")
+        click.echo(separator + text)
+        drawn += 1
+
+    try:
+        watch(lambda: frame(rows(), settings.namespace, interval, as_json=settings.json), show, interval)
+    except BrokenPipeError:  # `... | head -n 2` has read what it wanted: done, quietly
+        _quiet_stdout()
     return 0
+
+
+def _quiet_stdout() -> None:
+    # Python would report the broken pipe again when it flushes stdout at exit.
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @cli.command()

@@ -92,15 +92,25 @@ def status_row(name: str, kind: str, status: dict[str, Any], checkpoint_id: str 
 
 
 def table(rows: list[dict[str, Any]], keys: tuple[str, ...] = ROW_KEYS) -> str:
-    """Rows as aligned columns under upper-case headers ("-" for None).
+    """Rows as aligned columns under upper-case headers ("-" for None; floats without their rounding noise).
 
-    >>> print(table([{"name": "a1", "kind": "agent", "phase": "idle", "cycle": 0, "cost": 0.0, "checkpoint_id": None}]))
-    NAME  KIND   PHASE  CYCLE  COST  CHECKPOINT_ID
-    a1    agent  idle   0      0.0   -
+    >>> print(table([{"name": "a1", "kind": "agent", "phase": "idle", "cycle": 0, "cost": 0.0, "checkpoint_id": None},
+    ...              {"name": "a2", "kind": "agent", "phase": "running", "cycle": 163, "cost": 1.6300000000000012}]))
+    NAME  KIND   PHASE    CYCLE  COST  CHECKPOINT_ID
+    a1    agent  idle     0      0.0   -
+    a2    agent  running  163    1.63  -
     """
-    cells = [[k.upper() for k in keys]] + [["-" if r.get(k) is None else str(r.get(k)) for k in keys] for r in rows]
+    cells = [[k.upper() for k in keys]] + [[_cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isfinite(value):
+        return str(round(value, 9))  # 0.1 + 0.2 shows as 0.3: a sum of charges is noisy in its last digits
+    return str(value)
 
 
 def result_lines(result: dict[str, Any], indent: str = "") -> list[str]:

@@ -242,13 +242,18 @@ class Process:
             time.sleep(0.2)
         assert not left, f"{self.name} left processes behind: {sorted(left)}\n{self.output()}"
 
-    def close(self) -> None:
-        """End the child's whole process group (SIGTERM, then SIGKILL) and anything noted under it; close files."""
+    def close(self, term_grace_s: float = _TERM_GRACE_S) -> None:
+        """End the child's whole process group (SIGTERM, then SIGKILL) and anything noted under it; close files.
+
+        ``term_grace_s=0`` goes straight to SIGKILL: for a child with nothing
+        left to save (a test's ``ray start --head --block`` takes 10 s or more
+        to end on SIGTERM).
+        """
         self.note_tree()
-        if self.proc.poll() is None:  # a failed or timed-out test: ask first (Ray shuts down on SIGTERM)
+        if self.proc.poll() is None and term_grace_s > 0:  # a failed or timed-out test: ask first (Ray shuts down on SIGTERM)
             _signal_group(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(_TERM_GRACE_S)
+                self.proc.wait(term_grace_s)
             except subprocess.TimeoutExpired:
                 pass
         _signal_group(self.proc.pid, signal.SIGKILL)  # whatever is left of the group, leader or not

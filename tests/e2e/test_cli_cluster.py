@@ -10,7 +10,8 @@ module would be. Each test works in its own namespace.
 from __future__ import annotations
 
 import json
-import socket
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,19 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests._support.processes import Completed, Process, clean_env, run
+from tests._support.processes import Completed, clean_env, run
+from tests._support.ray_cluster import free_port, ray_head
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 AGENTS = "tests._support.cli_agents"
-CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` writes its address
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -40,9 +35,11 @@ class Cluster:
     env: dict[str, str]
     log_dir: Path
 
+    def argv(self, *args: Any, namespace: str = "cli") -> list[str]:
+        return [sys.executable, "-m", "kaizen_ray.cli", "--address", self.address, "--namespace", namespace, *map(str, args)]
+
     def kaizen_ray(self, *args: Any, namespace: str = "cli", env: dict[str, str] | None = None, timeout: float = 90) -> Completed:
-        argv = [sys.executable, "-m", "kaizen_ray.cli", "--address", self.address, "--namespace", namespace, *map(str, args)]
-        return run(argv, timeout=timeout, env=env or self.env, log_dir=self.log_dir, name="kaizen-ray")
+        return run(self.argv(*args, namespace=namespace), timeout=timeout, env=env or self.env, log_dir=self.log_dir, name="kaizen-ray")
 
     def ok_json(self, *args: Any, **kwargs: Any) -> Any:
         done = self.kaizen_ray("--json", *args, **kwargs)
@@ -53,24 +50,8 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     log_dir = tmp_path_factory.mktemp("cluster")
-    port = _free_port()
-    env = clean_env({"RAY_AUTH_MODE": "token"})  # PYTHONPATH: this checkout, for the workers too
-    ray = Path(sys.executable).parent / "ray"
-    head = Process(
-        [ray, "start", "--head", "--block", "--port", port, "--num-cpus", "2", "--include-dashboard=false",
-         "--disable-usage-stats"],
-        name="ray-head", log_dir=log_dir, env=env, budget_s=170,
-    )  # fmt: skip
-    try:
-        head.wait_for(r"Ray runtime started", 90)
-        yield Cluster(f"127.0.0.1:{port}", env, log_dir)
-    finally:
-        head.close()  # SIGTERM, then SIGKILL, to its process group: this cluster only
-        try:
-            if f":{port}" in CURRENT_CLUSTER.read_text():  # only if it still names this cluster
-                CURRENT_CLUSTER.unlink()
-        except FileNotFoundError:
-            pass
+    with ray_head(log_dir) as head:  # RAY_AUTH_MODE=token; PYTHONPATH: this checkout, for the workers too
+        yield Cluster(head.address, head.client_env, log_dir)
 
 
 def _one_error_line(done: Completed, *needles: str) -> str:
@@ -153,7 +134,7 @@ def test_errors_are_one_line_and_a_non_zero_exit(cluster: Cluster) -> None:
     _one_error_line(cluster.kaizen_ray("run", f"{AGENTS}:not_specs"), "not_specs", "ChildSpec")
     _one_error_line(cluster.kaizen_ray("run", f"{AGENTS}:Ticker", "--timeout", "-1"), "--timeout", "-1")
     _one_error_line(cluster.kaizen_ray("run", f"{AGENTS}:Ticker", "--budget", "lots"), "--budget", "lots")
-    nobody_there = f"127.0.0.1:{_free_port()}"
+    nobody_there = f"127.0.0.1:{free_port()}"
     done = run([sys.executable, "-m", "kaizen_ray.cli", "--address", nobody_there, "ls"], env=cluster.env, timeout=60)
     _one_error_line(done, nobody_there, "refused")
 
@@ -161,3 +142,46 @@ def test_errors_are_one_line_and_a_non_zero_exit(cluster: Cluster) -> None:
 def test_a_client_without_token_auth_is_told_to_set_ray_auth_mode(cluster: Cluster) -> None:
     env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
     _one_error_line(cluster.kaizen_ray("ls", env=env), "RAY_AUTH_MODE=token", cluster.address)
+
+
+def _rows_by_name(line: str) -> dict[str, dict[str, Any]]:
+    rows = json.loads(line)  # every refresh is one JSON line: the `ls --json` list
+    assert isinstance(rows, list) and all(set(r) == {"name", "kind", "phase", "cycle", "cost", "checkpoint_id"} for r in rows), line
+    return {r["name"]: r for r in rows}
+
+
+def test_ls_watch_json_prints_a_line_per_refresh_as_the_agent_runs_and_ctrl_c_ends_it_with_exit_0(
+    cluster: Cluster, spawn: Any, tmp_path: Path
+) -> None:
+    ns = "cli-watch"
+    cluster.ok_json("run", f"{AGENTS}:Ticker", "--name", "w1", "--storage", tmp_path / "ckpts", "--detach", namespace=ns)
+    watcher = spawn(cluster.argv("ls", "--watch", "--json", "--interval", "0.2", namespace=ns), env=cluster.env, name="ls-watch")
+
+    def next_cycle(after: float) -> int:
+        for _ in range(500):  # bounded by the watcher's own budget too
+            cycle = _rows_by_name(watcher.next_line(60)).get("w1", {}).get("cycle")
+            if cycle is not None and cycle > after:
+                return cycle
+        pytest.fail(f"w1's cycle never went past {after}:\n{watcher.output()}")
+
+    first = next_cycle(after=0)
+    second = next_cycle(after=first)  # a later refresh shows the run going on
+    assert second > first
+    os.killpg(watcher.proc.pid, signal.SIGINT)  # Ctrl+C in its terminal: the whole foreground group
+    assert watcher.finish(30) == 0, watcher.output()
+    stderr = watcher.stderr_path.read_text()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr and "error" not in stderr, stderr
+    for line in watcher.lines:
+        _rows_by_name(line)
+
+    stopped = cluster.ok_json("interrupt", "w1", "--wait", namespace=ns)
+    assert stopped["status"] == "interrupted" and stopped["cycles"] >= second, stopped
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan"])
+def test_ls_watch_refuses_an_interval_that_is_not_a_positive_number_with_one_line_and_exit_2(interval: str, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "kaizen_ray.cli", "ls", "--watch", "--interval", interval]
+    done = run(argv, env=clean_env(), timeout=60, log_dir=tmp_path, name="kaizen-ray")  # refused before any Ray starts
+    assert done.returncode == 2, done
+    _one_error_line(done, "'--interval'", repr(interval), "seconds > 0")
+    assert done.stdout == "", done
