@@ -40,7 +40,9 @@ from kaizen_ray.core.checkpoint._model import _type_name
 from kaizen_ray.core.config import AutonomousConfig
 from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
+from kaizen_ray.core.hooks import HookEvent
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
+from kaizen_ray.runtime._progress import ProgressBar
 from kaizen_ray.runtime._proxy import child_key
 from kaizen_ray.runtime._run_control import RunControl, settle
 from kaizen_ray.runtime._system import SystemHandlers
@@ -358,7 +360,7 @@ class AgentActor(ControlMethods):
     async def _drop_scope(self, scope: Any) -> None:
         self._budget.remove_scope(scope)
 
-    async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
+    async def run(self, task: Any, resume_from_checkpoint: str | None, progress: bool = False) -> dict[str, Any]:
         # Claimed before the first await (one event loop: no other run() can
         # slip in between), and refused before the deadlines are touched: they
         # belong to the run that goes on.
@@ -368,9 +370,12 @@ class AgentActor(ControlMethods):
         done = self._run_began()
         try:
             await self._system.run_started()
+            bar = self._attach_progress() if progress else None
             try:
                 result = shippable_result(await self._runtime.run(task, resume_from_checkpoint))
             finally:
+                if bar is not None:
+                    self._detach_progress(bar)
                 await self._system.run_ended()
         except BaseException as exc:
             settle(done, error=exc)
@@ -379,6 +384,17 @@ class AgentActor(ControlMethods):
             self._run_going = False
         settle(done, result)
         return result
+
+    def _attach_progress(self) -> Any:
+        """A progress bar on the agent's POST_CYCLE hook for this run only (see runtime._progress)."""
+        agent = self._runtime.agent
+        bar = ProgressBar(agent, total=agent.config.max_cycles)
+        agent.hook_manager.register(HookEvent.POST_CYCLE, bar)
+        return bar
+
+    def _detach_progress(self, bar: Any) -> None:
+        self._runtime.agent.hook_manager.unregister(HookEvent.POST_CYCLE, bar)
+        bar.close()
 
 
 def shippable_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -398,7 +414,7 @@ def shippable_result(result: dict[str, Any]) -> dict[str, Any]:
         return result
     except Exception:  # noqa: BLE001 - found and reported key by key below
         pass
-    result = dict(result)
+    result = type(result)(result)  # a RunResult stays one
     for key in ("state", "output"):
         try:
             ray.cloudpickle.dumps(result[key])
