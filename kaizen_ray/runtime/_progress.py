@@ -40,9 +40,21 @@ class ProgressBar:
     Register it as the agent's POST_CYCLE hook for one run and :meth:`close`
     it when the run ends; the last state is always drawn on close.
 
-    >>> bar = ProgressBar(agent, total=agent.config.max_cycles)         # doctest: +SKIP
-    >>> agent.hook_manager.register(HookEvent.POST_CYCLE, bar)          # doctest: +SKIP
+    >>> bar = ProgressBar.attach(agent)   # doctest: +SKIP
+    >>> bar.detach()                      # doctest: +SKIP
     """
+
+    @classmethod
+    def attach(cls, agent: Any) -> ProgressBar:
+        """A bar for ``agent``'s next run, on its POST_CYCLE hook, counting to ``config.max_cycles``."""
+        bar = cls(agent, total=agent.config.max_cycles)
+        agent.hook_manager.register(HookEvent.POST_CYCLE, bar)
+        return bar
+
+    def detach(self) -> None:
+        """Unregister the hook and close the bar (its final count is drawn)."""
+        self._agent.hook_manager.unregister(HookEvent.POST_CYCLE, self)
+        self.close()
 
     def __init__(self, agent: Any, total: int | None = None) -> None:
         from ray.experimental.tqdm_ray import tqdm  # the one place the bar's backend is named

@@ -40,7 +40,6 @@ from kaizen_ray.core.checkpoint._model import _type_name
 from kaizen_ray.core.config import AutonomousConfig
 from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
-from kaizen_ray.core.hooks import HookEvent
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
 from kaizen_ray.runtime._progress import ProgressBar
 from kaizen_ray.runtime._proxy import child_key
@@ -370,12 +369,12 @@ class AgentActor(ControlMethods):
         done = self._run_began()
         try:
             await self._system.run_started()
-            bar = self._attach_progress() if progress else None
+            bar = ProgressBar.attach(self._runtime.agent) if progress else None  # for this run only
             try:
                 result = shippable_result(await self._runtime.run(task, resume_from_checkpoint))
             finally:
                 if bar is not None:
-                    self._detach_progress(bar)
+                    bar.detach()
                 await self._system.run_ended()
         except BaseException as exc:
             settle(done, error=exc)
@@ -384,17 +383,6 @@ class AgentActor(ControlMethods):
             self._run_going = False
         settle(done, result)
         return result
-
-    def _attach_progress(self) -> Any:
-        """A progress bar on the agent's POST_CYCLE hook for this run only (see runtime._progress)."""
-        agent = self._runtime.agent
-        bar = ProgressBar(agent, total=agent.config.max_cycles)
-        agent.hook_manager.register(HookEvent.POST_CYCLE, bar)
-        return bar
-
-    def _detach_progress(self, bar: Any) -> None:
-        self._runtime.agent.hook_manager.unregister(HookEvent.POST_CYCLE, bar)
-        bar.close()
 
 
 def shippable_result(result: dict[str, Any]) -> dict[str, Any]:

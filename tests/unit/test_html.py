@@ -1,4 +1,4 @@
-"""Results and handles render as HTML tables in Jupyter: values present, every one escaped; results stay dicts."""
+"""Results and handles render as HTML tables in Jupyter (values present, every one escaped; results stay dicts); bar labels."""
 
 from __future__ import annotations
 
@@ -56,3 +56,11 @@ def test_long_values_are_cut_and_none_is_empty():
     assert cell(None) == ""
     assert "<td></td>" in columns_table(["cost"], {"a": {}})
     assert "&lt;" in rows_table("<", [])
+
+
+def test_a_progress_bar_is_labelled_with_the_agents_name_and_its_spend_against_a_budget():
+    from kaizen_ray.runtime._progress import bar_label
+
+    assert bar_label("swarm/w1", 0.5, None) == "swarm/w1"  # no budget: no cost in the label
+    assert bar_label("swarm/w1", 0.5, {"max_cost": None}) == "swarm/w1"
+    assert bar_label("a1", 0.256, {"max_cost": 2, "spent": 0.3}) == "a1 $0.26/$2.00"
