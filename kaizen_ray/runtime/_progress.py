@@ -20,6 +20,8 @@ logger = logging.getLogger("kaizen_ray.runtime")
 
 __all__ = ["ProgressBar", "bar_label", "open_bars", "wait_bars_drawn"]
 
+_LABEL_EVERY_S = 0.5  # the label (cost against budget) is refreshed this often; the count on every cycle
+
 
 def bar_label(name: str, cost: float, budget: dict[str, Any] | None) -> str:
     """The bar's label: the agent's name, and its spend against its budget when it has one.
@@ -63,6 +65,7 @@ class ProgressBar:
         self._closed = False
         status = agent.status()
         self._label_shown = self._label(status)
+        self._label_at = time.monotonic()
         self._bar = tqdm(desc=self._label_shown, total=total, unit="cycle")
         # A resumed run starts at its checkpoint's cycle: the bar counts from there.
         self._bar.update(int(status.get("cycle") or 0))
@@ -76,14 +79,16 @@ class ProgressBar:
             return
         self._sync()
 
-    def _sync(self) -> None:
-        status = self._agent.status()
-        label = self._label(status)
-        if label != self._label_shown:
-            self._label_shown = label
-            self._bar.set_description(label)
-        delta = int(status.get("cycle") or 0) - self._bar.n
-        self._bar.update(delta)  # update() draws at most once a second; close() draws the last state
+    def _sync(self, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self._label_at >= _LABEL_EVERY_S:
+            # status() builds the whole snapshot (budget included): once in a while, not every cycle.
+            self._label_at = now
+            label = self._label(self._agent.status())
+            if label != self._label_shown:
+                self._label_shown = label
+                self._bar.set_description(label)
+        self._bar.update(self._agent.cycle - self._bar.n)  # drawn at most once a second; close() draws the last state
 
     def close(self) -> None:
         """Draw the final count and close the bar (idempotent)."""
@@ -91,7 +96,7 @@ class ProgressBar:
             return
         self._closed = True
         try:
-            self._sync()
+            self._sync(final=True)
         finally:
             self._bar.close()
 
