@@ -116,20 +116,27 @@ def open_bars() -> int:
         return sum(len(group.bars_by_uuid) for group in manager.bar_groups.values())
 
 
-def wait_bars_drawn(timeout_s: float = 5.0, poll_s: float = 0.05) -> bool:
-    """After a run: wait (bounded) until the bars still open here have drawn their final state and closed.
+def wait_bars_drawn(timeout_s: float = 5.0, first_bar_s: float = 1.0, poll_s: float = 0.05) -> bool:
+    """After a run: wait (bounded) until its bars have reached this driver, drawn their final state and closed.
 
-    A bar's last state reaches the driver through the worker's log stream,
-    a moment after the run's result; without this wait a notebook cell (or
-    a script) would end with its bars short of the final count. Ray offers no
-    event for it: this polls the driver's bar manager. True if all closed.
+    A bar's states reach the driver through the worker's log stream, which
+    lags the run's result: without this wait a notebook cell (or a script)
+    would end with its bars short of the final count, or before they show at
+    all. Ray offers no event for it, so this polls the driver's bar manager:
+    first up to ``first_bar_s`` for a bar to show (none may ever come: a
+    driver with ``log_to_driver=False``, an actor another job created), then
+    up to ``timeout_s`` for the open ones to close. True if none is left open.
 
-    >>> wait_bars_drawn(timeout_s=0.1)
+    >>> wait_bars_drawn(first_bar_s=0.1)
     True
     """
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    while not open_bars():
+        if time.monotonic() - start > first_bar_s:
+            return True  # none came (or they came and went between two looks): nothing is left to draw
+        time.sleep(poll_s)
     while open_bars():
-        if time.monotonic() > deadline:
+        if time.monotonic() - start > timeout_s:
             logger.debug("progress bars still open %ss after the run ended", timeout_s)
             return False
         time.sleep(poll_s)

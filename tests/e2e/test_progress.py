@@ -27,7 +27,7 @@ class Walker(kr.BaseAutonomousAgent):
     def initial_state(self, task):
         return 0
     async def step(self, state, ctx):
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)  # runs of ~1 s: the bars show while they go
         ctx.charge(0.01)
         return kr.StepResult(state + 1, done=state + 1 >= 6)
 
