@@ -118,8 +118,8 @@ def test_a_detached_agent_is_listed_inspected_interrupted_and_resumed_from_other
     # A blocking run of a new agent, stopped by its --timeout (the actor goes with the command).
     # With --progress: its bar (its name, its spend against --budget) on stderr, the result alone on stdout.
     done = cluster.kaizen_ray(
-        "--json", "run", f"{AGENTS}:Ticker", "--name", "t2", "--storage", storage, "--timeout", "1", "--budget", "100", "--progress",
-        namespace=ns,
+        "--json", "run", f"{AGENTS}:Ticker", "--name", "t2", "--storage", storage,
+        "--timeout", "1", "--budget", "100", "--progress", namespace=ns,
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     timed = json.loads(done.stdout)
