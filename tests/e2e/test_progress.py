@@ -18,7 +18,7 @@ from tests._support.processes import clean_env, run
 pytestmark = pytest.mark.e2e
 
 SCRIPT = """
-import asyncio, sys, tempfile
+import asyncio, sys, tempfile, time
 import ray, kaizen_ray as kr
 
 ray.init(address="local", num_cpus=2, include_dashboard=False)
@@ -36,6 +36,14 @@ config = kr.AutonomousConfig(storage_path=storage, max_cycles=6)
 quiet = Walker.spawn(config=config, name="quiet-one")
 plain = quiet.run("t")
 print("PLAIN", plain["status"], plain["cycles"], flush=True)
+print("HANDLE", '<td style="text-align:left">finished</td>' in quiet._repr_html_(), flush=True)
+quiet.kill()
+for _ in range(200):  # Ray has no event for an actor's death: its handle's table says so once it is dead
+    page = quiet._repr_html_()
+    if "AgentGoneError" in page:
+        break
+    time.sleep(0.05)
+print("GONE", "AgentGoneError: agent &#x27;quiet-one&#x27; is gone" in page, flush=True)
 
 walker = Walker.spawn(config=config, name="walker-one")
 walker.add_handler(kr.BudgetInterruptHandler(max_cost=1.0))
@@ -65,6 +73,8 @@ def test_progress_draws_a_bar_per_agent_to_its_last_cycle_and_is_off_by_default(
     done = run([sys.executable, str(script)], timeout=120, env=clean_env(), log_dir=tmp_path, name="progress")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "PLAIN completed 6" in done.stdout, done.stdout
+    # A handle's table shows the actor's live phase, and why there is none once the actor is gone (no raise).
+    assert "HANDLE True" in done.stdout and "GONE True" in done.stdout, done.stdout
     assert "AGENT RunResult completed 6" in done.stdout, done.stdout  # a RunResult, back through Ray
     assert "SWARM RunResult completed 6 6" in done.stdout, done.stdout
 
