@@ -53,6 +53,7 @@ from kaizen_ray.core.interrupts import (
     InterruptReason,
     InterruptSource,
 )
+from kaizen_ray.core.results import RunResult
 from kaizen_ray.llm.agent import BaseAutonomousAgent
 from kaizen_ray.llm.signature import InputField, OutputField, Signature
 
@@ -100,6 +101,7 @@ __all__ = [
     "OutputField",
     "RestartPolicy",
     "RestartStrategy",
+    "RunResult",
     "SignalInterruptHandler",
     "Signature",
     "StepContext",

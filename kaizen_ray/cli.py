@@ -79,9 +79,11 @@ def cli(ctx: click.Context, address: str | None, namespace: str, as_json: bool, 
 @click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=None, help="USD before a graceful SYSTEM stop")
 @click.option("--resume", default=None, metavar="ID|latest", help="resume from this checkpoint")
 @click.option("--detach", is_flag=True, help="start it detached, print its name and exit while it runs on")
+@click.option("--progress/--no-progress", default=None,
+              help="one progress bar per agent on stderr (default: on when stdout is a terminal)")
 @_json_option
 def run(target: str, task: str | None, name: str | None, storage: str | None, timeout: float | None,
-        budget: float | None, resume: str | None, detach: bool, as_json: bool) -> int:
+        budget: float | None, resume: str | None, detach: bool, progress: bool | None, as_json: bool) -> int:
     """Run MODULE:OBJ: an agent class, or a list (or function returning one) of ChildSpec for a swarm."""
     import ray
 
@@ -108,7 +110,9 @@ def run(target: str, task: str | None, name: str | None, storage: str | None, ti
             raise CliError(_one_line(exc)) from exc
         _emit(settings, {"name": name, "kind": handle.kind, "namespace": settings.namespace}, name)
         return 0
-    result = handle.run(task, resume)
+    if progress is None:  # bars are for a person watching; a pipe or a file gets only the result
+        progress = sys.stdout.isatty()
+    result = handle.run(task, resume, progress=progress)
     _emit(settings, result, "\n".join(result_lines(result)))
     return 0 if result["status"] in ("completed", "interrupted") else EXIT_FAILED
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from kaizen_ray.core._html import columns_table, rows_table
 from kaizen_ray.core.interrupts import InterruptReason
 
-__all__ = ["RunStatus", "end_line", "forwarded_by", "run_result", "supervisor_result"]
+__all__ = ["RunResult", "RunStatus", "end_line", "forwarded_by", "run_result", "supervisor_result"]
 
 
 class RunStatus(StrEnum):
@@ -92,6 +93,35 @@ def end_line(
     if error is not None:
         line += f" error={error!r}"
     return line
+class RunResult(dict):
+    """A run's result: a plain ``dict`` (same keys, ``==``, ``json.dumps``, pickling) that Jupyter shows as a table.
+
+    Built only by :func:`run_result` and :func:`supervisor_result`. A dict
+    subclass rather than a ``display()`` helper, so that every existing use of
+    results as dicts keeps working and a result on a cell's last line renders
+    by itself; it crosses Ray as any dict does (the class is importable in
+    every worker). Every value in the HTML is escaped.
+
+    >>> r = run_result("a<1>", "completed", cycles=2)
+    >>> isinstance(r, dict), r["cycles"], "a&lt;1&gt;" in r._repr_html_()
+    (True, 2, True)
+    """
+
+    __slots__ = ()
+
+    def _repr_html_(self) -> str:
+        """An HTML table of the result (a supervisor's: its own rows, then one row per child)."""
+        keys = ["status", "cycles", "cost", "checkpoint_id", "mode", "interrupt_reason", "restarts", "error", "output"]
+        rows = [(k, self[k]) for k in keys if k in self and (self[k] is not None or k in ("status", "checkpoint_id"))]
+        children = self.get("children")
+        extra = ""
+        if isinstance(children, dict) and children:
+            extra = columns_table(
+                ["status", "cycles", "cost", "checkpoint_id", "mode", "error"],
+                {name: child for name, child in children.items() if isinstance(child, dict)},
+                first="child",
+            )
+        return rows_table(f"{self.get('agent', '?')}: run result", rows, extra_html=extra)
 
 
 def _stamped(reason: InterruptReason | None, checkpoint_id: str | None) -> InterruptReason | None:
@@ -113,7 +143,7 @@ def run_result(
     mode: str | None = None,
     error: BaseException | None = None,
     **extra: Any,
-) -> dict[str, Any]:
+) -> RunResult:
     """The result dict of one agent's run.
 
     ``interrupt_reason`` is stamped with ``metadata["checkpoint_id"]`` when
@@ -129,7 +159,7 @@ def run_result(
     reason = _stamped(interrupt_reason, checkpoint_id)
     if mode is None and reason is not None:
         mode = reason.mode.value
-    return {
+    return RunResult({
         "status": status.value,
         "output": output,
         "state": state,
@@ -142,7 +172,7 @@ def run_result(
         "agent": agent,
         "error": error,
         **extra,
-    }
+    })
 
 
 def supervisor_result(
@@ -155,14 +185,14 @@ def supervisor_result(
     restarts: int = 0,
     error: Any = None,
     **extra: Any,
-) -> dict[str, Any]:
+) -> RunResult:
     """The result dict of a supervisor's run: its children's results under ``children``.
 
     >>> supervisor_result("swarm", "completed", children={})["children"]
     {}
     """
     status = RunStatus(status)
-    return {
+    return RunResult({
         "status": status.value,
         "children": children,
         "checkpoint_id": checkpoint_id,
@@ -172,4 +202,4 @@ def supervisor_result(
         "agent": supervisor,
         "error": error,
         **extra,
-    }
+    })

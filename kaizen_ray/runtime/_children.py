@@ -242,15 +242,15 @@ class Child:
                 f"{self.spec.actor_options!r}: does any node have the resources it asks for? Its pending actor was removed"
             ) from exc
 
-    def start(self, store: Any, task: Any, resume: str | None) -> None:
-        """Start the child's run on its spec's task (else ``task``), watched to its result dict."""
+    def start(self, store: Any, task: Any, resume: str | None, progress: bool = False) -> None:
+        """Start the child's run on its spec's task (else ``task``), watched to its result dict (with a progress bar if asked)."""
         spec_task = self.spec.task if self.spec.task is not None else task
-        self.task = asyncio.ensure_future(self._watch(store, spec_task, resume))
+        self.task = asyncio.ensure_future(self._watch(store, spec_task, resume, progress))
 
-    async def _watch(self, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
+    async def _watch(self, store: Any, task: Any, resume: str | None, progress: bool) -> dict[str, Any]:
         if self.spec.kind == "supervisor":
             # Its "latest" resumes each of its children from their own latest checkpoint.
-            return await watch_supervisor(self.actor, self.full_name, self.storage_path, store, task, resume)
+            return await watch_supervisor(self.actor, self.full_name, self.storage_path, store, task, resume, progress)
         if resume == "latest" and not await store.candidates.remote(self.storage_path, self.full_name):
             resume = None  # died before its first checkpoint: it starts afresh
-        return await watch_run(self.actor, self.full_name, self.storage_path, store, task, resume)
+        return await watch_run(self.actor, self.full_name, self.storage_path, store, task, resume, progress)

@@ -35,9 +35,11 @@ __all__ = [
 ]  # fmt: skip
 
 
-async def watch_run(actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
-    """Run ``actor.run(task, resume)`` to its result dict, killing the actor past its kill deadline."""
-    run_fut = asyncio.wrap_future(actor.run.remote(task, resume).future())
+async def watch_run(
+    actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
+) -> dict[str, Any]:
+    """Run ``actor.run(task, resume, progress)`` to its result dict, killing the actor past its kill deadline."""
+    run_fut = asyncio.wrap_future(actor.run.remote(task, resume, progress).future())
     kill_fut = asyncio.wrap_future(actor.wait_kill_deadline.remote().future())
     done, _ = await asyncio.wait({run_fut, kill_fut}, return_when=asyncio.FIRST_COMPLETED)
     snapshot = None
@@ -108,12 +110,16 @@ async def _latest(store: Any, storage_path: str, agent: str) -> Any:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def watch_task(actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
+def watch_task(
+    actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
+) -> dict[str, Any]:
     """``handle.start()``'s ObjectRef: a zero-CPU task that watches one run."""
-    return asyncio.run(watch_run(actor, agent, storage_path, store, task, resume))
+    return asyncio.run(watch_run(actor, agent, storage_path, store, task, resume, progress))
 
 
-async def watch_supervisor(actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
+async def watch_supervisor(
+    actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
+) -> dict[str, Any]:
     """Run a supervisor's ``run(task, resume)`` to its result dict, or to a ``"killed"`` one if its actor dies."""
     try:
         # Asked before the run: once the actor is dead, nobody can say who its children were.
@@ -121,7 +127,7 @@ async def watch_supervisor(actor: Any, name: str, storage_path: str, store: Any,
     except RayActorError as exc:
         return await supervisor_killed_result(name, storage_path, store, {}, exc)
     try:
-        return await actor.run.remote(task, resume)
+        return await actor.run.remote(task, resume, progress)
     except RayActorError as exc:
         logger.warning("the actor of supervisor %s died during its run: %s", name, death_cause(exc))
         return await supervisor_killed_result(name, storage_path, store, layout, exc)
@@ -178,6 +184,8 @@ async def _ensure_dead(agent: str, namespace: str | None, timeout_s: float = 30.
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def watch_supervisor_task(actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
+def watch_supervisor_task(
+    actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
+) -> dict[str, Any]:
     """``SupervisorHandle.start()``'s ObjectRef: a zero-CPU task that watches one supervisor run."""
-    return asyncio.run(watch_supervisor(actor, name, storage_path, store, task, resume))
+    return asyncio.run(watch_supervisor(actor, name, storage_path, store, task, resume, progress))

@@ -44,6 +44,7 @@ from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
 from kaizen_ray.runtime._metrics import RayMetricsObserver
+from kaizen_ray.runtime._progress import ProgressBar
 from kaizen_ray.runtime._proxy import child_key
 from kaizen_ray.runtime._run_control import RunControl, settle
 from kaizen_ray.runtime._system import SystemHandlers
@@ -372,7 +373,7 @@ class AgentActor(ControlMethods):
     async def _drop_scope(self, scope: Any) -> None:
         self._budget.remove_scope(scope)
 
-    async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
+    async def run(self, task: Any, resume_from_checkpoint: str | None, progress: bool = False) -> dict[str, Any]:
         # Claimed before the first await (one event loop: no other run() can
         # slip in between), and refused before the deadlines are touched: they
         # belong to the run that goes on.
@@ -382,9 +383,12 @@ class AgentActor(ControlMethods):
         done = self._run_began()
         try:
             await self._system.run_started()
+            bar = ProgressBar.attach(self._runtime.agent) if progress else None  # for this run only
             try:
                 result = shippable_result(await self._runtime.run(task, resume_from_checkpoint))
             finally:
+                if bar is not None:
+                    bar.detach()
                 await self._system.run_ended()
         except BaseException as exc:
             settle(done, error=exc)
@@ -412,7 +416,7 @@ def shippable_result(result: dict[str, Any]) -> dict[str, Any]:
         return result
     except Exception:  # noqa: BLE001 - found and reported key by key below
         pass
-    result = dict(result)
+    result = type(result)(result)  # a RunResult stays one
     for key in ("state", "output"):
         try:
             ray.cloudpickle.dumps(result[key])

@@ -18,6 +18,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from kaizen_ray.core._html import rows_table
 from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
 from kaizen_ray.core.config import coerce_config
 from kaizen_ray.core.errors import AgentGoneError
@@ -33,6 +34,7 @@ from kaizen_ray.runtime._actors import (
     wait_until_up,
 )
 from kaizen_ray.runtime._ctrl_c import wait_with_signals
+from kaizen_ray.runtime._progress import wait_bars_drawn
 from kaizen_ray.runtime._proxy import InterruptManagerProxy
 from kaizen_ray.runtime._watch import watch_task
 from kaizen_ray.runtime.agent_actor import AgentActor
@@ -62,6 +64,27 @@ class ActorHandleBase:
 
     def __reduce__(self):
         return (type(self), (self._actor, self.name, self.namespace, self.storage_path))
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: an HTML table of the handle and the actor's live status (or why there is none).
+
+        >>> handle._repr_html_()  # doctest: +SKIP
+        '<div class="kaizen-ray"><table><caption>AgentHandle r1</caption><tr><th ...>phase</th><td ...>running</td>...'
+        """
+        rows: list[tuple[str, Any]] = [("kind", self.kind), ("namespace", self.namespace), ("storage_path", self.storage_path)]
+        try:
+            status = self.status()
+        except (AgentGoneError, TimeoutError) as exc:  # a notebook shows why, it never raises from a repr
+            rows.append(("status", f"{type(exc).__name__}: {exc}"))
+        else:
+            keys = ("phase", "cycle", "cost", "interrupted", "mode", "interrupt_reason", "checkpoint_id", "restarts")
+            rows += [(k, status[k]) for k in keys if status.get(k) is not None]
+            if isinstance(status.get("children"), dict):
+                rows.append(("children", ", ".join(map(str, status["children"].values()))))
+            budget = status.get("budget")
+            if isinstance(budget, dict) and budget.get("max_cost") is not None:
+                rows.append(("budget", f"{budget.get('spent', 0.0):g} of {budget['max_cost']:g}"))
+        return rows_table(f"{type(self).__name__} {self.name}", rows)
 
     @property
     def actor(self) -> Any:
@@ -143,21 +166,41 @@ class ActorHandleBase:
 
     # -- running ---------------------------------------------------------------
 
-    def start(self, task: Any = None, resume_from_checkpoint: str | None = None) -> Any:
-        """Start the run; an ObjectRef of the result dict (also when the actor had to be killed)."""
+    def start(self, task: Any = None, resume_from_checkpoint: str | None = None, *, progress: bool = False) -> Any:
+        """Start the run; an ObjectRef of the result dict (also when the actor had to be killed).
+
+        ``progress=True`` draws one progress bar per agent (a supervisor's: one
+        per child) in this driver while the run goes; see :meth:`run`.
+        """
         raise NotImplementedError
 
-    def run(self, task: Any = None, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
-        """Run to the end and return the result dict. Ctrl+C: graceful, then immediate, then KeyboardInterrupt."""
-        ref = self.start(task, resume_from_checkpoint)
+    def run(self, task: Any = None, resume_from_checkpoint: str | None = None, *, progress: bool = False) -> dict[str, Any]:
+        """Run to the end and return the result dict. Ctrl+C: graceful, then immediate, then KeyboardInterrupt.
+
+        The same in Jupyter: the kernel's *interrupt* is a SIGINT, the first one
+        stops the run gracefully and the cell returns the ``"interrupted"``
+        result with its ``checkpoint_id``. ``progress=True`` draws one
+        ``tqdm_ray`` bar per agent (a supervisor's: one per child), labelled
+        with its name, counting cycles (and cost against the budget when there
+        is one), in a terminal or a notebook; it needs ``ray.init(log_to_driver=True)``
+        (Ray's default) and is off by default.
+
+        >>> result = handle.run("task", progress=True)   # doctest: +SKIP
+        >>> result["status"], result["cycles"]           # doctest: +SKIP
+        ('completed', 10)
+        """
+        ref = self.start(task, resume_from_checkpoint, progress=progress)
         driver = self._driver_manager
         if driver is not None:  # signal handlers added to this handle act for each run()'s duration
             driver.arm_handlers()
         try:
-            return wait_with_signals(self, ref)
+            result = wait_with_signals(self, ref)
         finally:
             if driver is not None:
                 driver.disarm_handlers()
+        if progress:
+            wait_bars_drawn()
+        return result
 
     def kill(self) -> None:
         """Kill the actor at once (no checkpoint). Prefer request_interrupt."""
@@ -179,13 +222,13 @@ class AgentHandle(ActorHandleBase):
     'interrupted'
     """
 
-    def start(self, task: Any = None, resume_from_checkpoint: str | None = None) -> Any:
+    def start(self, task: Any = None, resume_from_checkpoint: str | None = None, *, progress: bool = False) -> Any:
         store = get_or_create_store(self.namespace)
         # The watcher lives beside its caller, not beside the agent: if the
         # agent's node is lost, the watcher must survive to report it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         return watch_task.options(scheduling_strategy=here).remote(
-            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint
+            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint, progress
         )
 
 

@@ -95,6 +95,7 @@ class SupervisorActor(ControlMethods):
     """The Ray actor of a supervisor. Made by ``kr.Supervisor.spawn(...)``."""
 
     _kind = "supervisor"
+    _progress = False  # set by each run()
 
     def __init__(
         self,
@@ -207,7 +208,7 @@ class SupervisorActor(ControlMethods):
             await self._spawn(child)
 
     def _start(self, child: Child, task: Any, resume: str | None) -> None:
-        child.start(self._store, task, resume)
+        child.start(self._store, task, resume, self._progress)  # a restarted child gets its bar again
 
     def _start_failed(self, name: str, exc: BaseException) -> tuple[dict[str, Any], str]:
         """The result of a child that could not start, and the cause the supervisor gives up for."""
@@ -247,8 +248,9 @@ class SupervisorActor(ControlMethods):
 
     # -- the run -----------------------------------------------------------------------
 
-    async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
+    async def run(self, task: Any, resume_from_checkpoint: str | None, progress: bool = False) -> dict[str, Any]:
         self._move(SupervisorPhase.STARTING)
+        self._progress = progress  # one bar per child (agent) for this run
         done = self._run_began()  # after the move: a refused second run leaves the first one's future alone
         try:
             result = await self._run(task, resume_from_checkpoint)
@@ -373,15 +375,18 @@ class SupervisorHandle(ActorHandleBase):
 
     kind = "supervisor"
 
-    def start(self, task: Any = None, resume_from_checkpoint: str | None = None) -> Any:
-        """Start the swarm's run; an ObjectRef of the result dict (a ``"killed"`` one if this actor dies)."""
+    def start(self, task: Any = None, resume_from_checkpoint: str | None = None, *, progress: bool = False) -> Any:
+        """Start the swarm's run; an ObjectRef of the result dict (a ``"killed"`` one if this actor dies).
+
+        ``progress=True``: one progress bar per child agent, drawn by this driver.
+        """
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         store = get_or_create_store(self.namespace)
         # Beside the caller, not the supervisor: it must outlive the supervisor's node.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         return watch_supervisor_task.options(scheduling_strategy=here).remote(
-            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint
+            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint, progress
         )
 
 

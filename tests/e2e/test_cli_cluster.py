@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -96,7 +97,14 @@ def test_a_detached_agent_is_listed_inspected_interrupted_and_resumed_from_other
     assert resumed["cycles"] > result["cycles"] and resumed["state"]["n"] == resumed["cycles"], (result, resumed)
 
     # A blocking run of a new agent, stopped by its --timeout (the actor goes with the command).
-    timed = cluster.ok_json("run", f"{AGENTS}:Ticker", "--name", "t2", "--storage", storage, "--timeout", "1", namespace=ns)
+    # With --progress: its bar (its name, its spend against --budget) on stderr, the result alone on stdout.
+    done = cluster.kaizen_ray(
+        "--json", "run", f"{AGENTS}:Ticker", "--name", "t2", "--storage", storage,
+        "--timeout", "1", "--budget", "100", "--progress", namespace=ns,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    timed = json.loads(done.stdout)
+    assert re.search(r"t2 \$\d+\.\d\d/\$100\.00: .*\dcycle", done.stderr), done.stderr[-3000:]
     assert timed["status"] == "interrupted" and timed["interrupt_reason"]["metadata"]["handler"] == "timeout", timed
     # Its actor was not detached: Ray removes it once the command's job has ended.
     wait_until(lambda: [r["name"] for r in cluster.ok_json("ls", namespace=ns)] == ["t1"], "t2 gone", timeout=60, poll=0.5)

@@ -20,7 +20,7 @@ EXPECTED = {
     # Hooks
     "HookEvent", "HookContext", "HookResult", "HookManager", "HookPriority",
     # Agents and config
-    "BaseAutonomousAgent", "StepResult", "StepContext", "AgentPhase",
+    "BaseAutonomousAgent", "StepResult", "StepContext", "AgentPhase", "RunResult",
     "AutonomousConfig", "SupervisorConfig", "ChildSpec", "RestartPolicy", "RestartStrategy",
     # Checkpoints
     "Checkpoint", "CheckpointInfo", "CheckpointStatus", "list_checkpoints", "load_checkpoint",
