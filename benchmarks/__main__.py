@@ -53,6 +53,7 @@ REGISTERED: tuple[str, ...] = (
     "deadline_queue",
     "wakeup_latency",
     "deadline_lateness",
+    "cycle_overhead",
     "timer_lateness",
     "control_latency",
     "llm_cancel",
