@@ -56,6 +56,7 @@ REGISTERED: tuple[str, ...] = (
     "cycle_overhead",
     "timer_lateness",
     "control_latency",
+    "budget_throughput",
     "llm_cancel",
 )
 
