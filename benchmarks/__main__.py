@@ -58,6 +58,7 @@ REGISTERED: tuple[str, ...] = (
     "control_latency",
     "budget_throughput",
     "llm_cancel",
+    "swarm_scaling",
 )
 
 
