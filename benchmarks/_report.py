@@ -209,9 +209,9 @@ def summary_markdown(results: dict[str, dict[str, Any] | str], *, quick: bool, w
 
 
 def readme_block(results: dict[str, dict[str, Any]]) -> str:
-    """The README's performance table (between the markers): every figure with a goal, and when and where it was measured.
+    """The README's performance table (between the markers): the headline figures, and when and where they were measured.
 
-    Only figures that carry a ``target`` are shown (the headline ones);
+    Headline figures are those with a ``target`` or an ``about`` sentence;
     ``benchmarks/results/summary.md`` has them all.
 
     >>> block = readme_block({"t": {"when": "2026-01-02T03:04:05Z", "quick": False, "machine": {"cpus": 2, "python": "3.11.7"},
@@ -242,7 +242,7 @@ def readme_block(results: dict[str, dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|"]
     for data in good.values():
         for r in data.get("figures") or []:
-            if "target" in r:
+            if "target" in r or r.get("about"):
                 c = figure_cells(r)
                 lines.append(_line([c[0], _cell(str(r.get("about") or "")), *c[1:]]))
     lines.append(README_END)

@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> bool:
             about="time per cycle of an agent whose step does nothing, in its actor; baseline a bare async loop "
                   "awaiting the same step in an actor",
         ),
-        _report.figure("the same, against a bare loop running each step as a task", agent, "µs", baseline=bare_task),
+        _report.figure("the same, against a bare loop running each step as a task", agent, "µs", baseline=bare_task,
+                       about="the same cycle against a bare async loop that runs each step as its own task, "
+                             "the least a loop needs to cancel a step in flight"),
         _report.figure("agent overhead per cycle beyond the bare loop", agent - bare, "µs"),
     ]  # fmt: skip
     path = _report.write(NAME, {"cycles": cycles, "rounds": rounds, "samples_us": samples}, figures=figures, quick=args.quick)

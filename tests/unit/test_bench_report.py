@@ -51,14 +51,18 @@ def test_a_quick_run_is_said_so_and_its_goals_not_judged() -> None:
     assert block.splitlines()[-2].endswith("| 1.26× | not judged |")
 
 
-def test_readme_block_shows_only_the_figures_with_a_goal_and_when_and_where() -> None:
-    block = _report.readme_block(RESULTS).splitlines()
+def test_readme_block_shows_the_headline_figures_and_when_and_where() -> None:
+    results = {**RESULTS, "budget": {"when": "2026-11-26T16:01:00Z", "quick": False, "machine": {"cpus": 2}, "figures": [
+        {"figure": "charges per second", "value": 31.0, "unit": "/s", "baseline": 358.0, "ratio": 11.5, "about": "settles"},
+    ]}}  # fmt: skip
+    block = _report.readme_block(results).splitlines()
     assert block[0] == _report.README_START and block[-1] == _report.README_END
     assert block[1] == "Measured 2026-11-26T16:05:00Z on a 2-core machine (Python 3.11.7), a full run of `make bench`."
     rows = [line for line in block if line.startswith("| ") and not line.startswith("| figure")]
     assert rows == [
         "| timer lateness, 1000 pending p99 | a deadline's interrupt after its due time | 6.9 ms | p99 < 20 ms | 8.7 ms | 1.26× | yes |",
         "| per cycle \\| empty step | one empty cycle | 1 µs | ≤ 1.2× | 3 µs | 3× | NO |",
+        "| charges per second | settles | 358 /s |  | 31 /s | 11.5× |  |",  # no goal: shown for its sentence
     ]
 
 
