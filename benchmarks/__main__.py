@@ -172,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         outcomes.append(run_one(name, args.quick))
         o = outcomes[-1]
-        print(f"== {name}: {'CRASHED ' + o.crashed if o.crashed else 'target met' if o.met else 'target NOT met'} "
-              f"({o.seconds:.1f} s)\n", flush=True)
+        has_goal = any("target" in r for r in o.rows)
+        verdict = ("CRASHED " + o.crashed if o.crashed else "no goal set" if not has_goal
+                   else "target met" if o.met else "target NOT met")  # fmt: skip
+        print(f"== {name}: {verdict} ({o.seconds:.1f} s)\n", flush=True)
     text = summary(outcomes, args.quick)
     (RESULTS / "summary.md").write_text(text)
     print(text)
