@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         o = outcomes[-1]
         has_goal = any("target" in r for r in o.rows)
         verdict = ("CRASHED " + o.crashed if o.crashed else "no goal set" if not has_goal
+                   else "ran; goals not judged (--quick)" if args.quick
                    else "target met" if o.met else "target NOT met")  # fmt: skip
         print(f"== {name}: {verdict} ({o.seconds:.1f} s)\n", flush=True)
     text = summary(outcomes, args.quick)

@@ -124,7 +124,8 @@ def profile(cycles: int, top: int = 18) -> None:
     profiler.enable()
     result = asyncio.run(agent.run_autonomous(cycles))
     profiler.disable()
-    print(f"in-process, unprofiled would be faster; {cycles} cycles, {per_cycle_us(result['state']):.2f} µs per cycle under cProfile")
+    print(f"core AgentRun in-process, {cycles} cycles: {per_cycle_us(result['state']):.2f} µs per cycle under cProfile "
+          "(slower than unprofiled); where the time goes:")
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
