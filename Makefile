@@ -5,6 +5,7 @@
 #   make test-unit / test-integration / test-e2e / test-faults   one tier
 #   make bench          every benchmark (figures in benchmarks/results/summary.md)
 #   make bench-quick    the same with --quick, a smoke test (or: make bench QUICK=1)
+#   make bench-readme   the README's performance table, rewritten from the last results
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-unit test-integration test-e2e test-faults bench bench-quick clean
+.PHONY: demo test test-unit test-integration test-e2e test-faults bench bench-quick bench-readme clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
+
+bench-readme: $(STAMP)
+	$(BIN)/python -m benchmarks --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache

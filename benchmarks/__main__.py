@@ -1,11 +1,15 @@
 """Run every registered benchmark: ``python -m benchmarks [--quick] [--only NAME ...]`` (``make bench``).
 
 Each benchmark is a module of this package with ``main(argv) -> bool``: it
-measures a figure against a baseline taken in the same run, prints a table,
-writes ``benchmarks/results/<name>.json`` and returns whether its target was
-met. This runner calls each in turn (``--quick``: a few iterations, the CI
-smoke test), then writes ``benchmarks/results/summary.md``, one table row per
-figure.
+measures figures against a baseline taken in the same run, prints a table,
+writes ``benchmarks/results/<name>.json`` and returns whether its targets
+were met. This runner calls each in turn (``--quick``: a few iterations, the
+CI smoke test), then writes ``benchmarks/results/summary.md``, one table
+(figure | baseline | goal | value | ratio | met).
+
+``python -m benchmarks --readme`` (``make bench-readme``) runs nothing: it
+rewrites the README's table, between ``<!-- bench-table:start -->`` and
+``<!-- bench-table:end -->``, from the last results on disk.
 
 No target is asserted: a missed target is reported, not fatal (the machine may
 be busy). A benchmark that *crashes* (raises, or writes no results) makes the
@@ -13,9 +17,10 @@ exit code 1, so CI notices a benchmark that no longer runs. ``--strict`` also
 fails on a missed target.
 
 JSON a benchmark writes: any object; the runner reads ``figures``, a list of
-``{"figure", "value", "unit", "baseline", "ratio", "target", "met"}`` (all but
-``figure`` and ``value`` optional). Without ``figures`` every numeric leaf
-becomes a row, named by its path.
+``{"figure", "value", "unit", "baseline", "ratio", "target", "met", "about"}``
+(all but ``figure`` and ``value`` optional; build them with
+``_report.figure``). Without ``figures`` every numeric leaf becomes a row,
+named by its path.
 
     >>> _rows_from({"figures": [{"figure": "p99", "value": 8.7, "unit": "ms", "ratio": 1.3}]})[0]["value"]
     8.7
@@ -36,17 +41,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _report
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# One line per benchmark module (``benchmarks/<name>.py``), cheapest first.
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+# One line per benchmark module (``benchmarks/<name>.py``), cheapest first:
+# registering a new benchmark is adding its name here.
 REGISTERED: tuple[str, ...] = (
-    "timer_lateness",
+    "deadline_queue",
     "wakeup_latency",
     "deadline_lateness",
-    "deadline_queue",
+    "cycle_overhead",
+    "timer_lateness",
     "control_latency",
     "metrics_overhead",
+    "budget_throughput",
     "llm_cancel",
+    "swarm_scaling",
 )
 
 
@@ -113,34 +126,32 @@ def run_one(name: str, quick: bool) -> Outcome:
     return outcome
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
-
-
 def summary(outcomes: list[Outcome], quick: bool) -> str:
-    """The Markdown summary: one row per figure, and one per crashed benchmark."""
-    lines = [
-        f"# Benchmarks ({'quick' if quick else 'full'} run, {time.strftime('%Y-%m-%d %H:%M:%S')})",
-        "",
-        "| benchmark | figure | value | unit | baseline | ratio | target | met |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for o in outcomes:
-        if o.crashed:
-            lines.append(f"| {o.name} | CRASHED | {_cell(o.crashed)} | | | | | |")
-            continue
-        for r in o.rows or [{"figure": "(no figures)"}]:
-            met = r.get("met", o.met if "target" in r else None)  # "met" only where there is a target
-            cells = [o.name, r["figure"], r.get("value"), r.get("unit"), r.get("baseline"), r.get("ratio"), r.get("target"), met]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    lines += ["", "Ratios are against a baseline measured in the same run; no target is asserted anywhere.", ""]
-    return "\n".join(lines)
+    """The Markdown summary: one table row per figure, and one per crashed benchmark."""
+    results: dict[str, dict[str, Any] | str] = {
+        o.name: o.crashed if o.crashed else {"figures": o.rows} for o in outcomes
+    }
+    return _report.summary_markdown(results, quick=quick, when=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+
+
+def last_results(names: tuple[str, ...] = REGISTERED) -> dict[str, dict[str, Any]]:
+    """The results on disk of ``names`` (those that have a file), as their JSON, with ``figures`` normalised."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            found[name] = {**data, "figures": _rows_from(data)} if isinstance(data, dict) else {"figures": _rows_from(data)}
+    return found
+
+
+def update_readme(readme: Path = README) -> Path:
+    """Rewrite the table between the README's bench-table markers from the last results; return the README's path."""
+    results = last_results()
+    if not results:
+        raise FileNotFoundError(f"no results in {RESULTS}: run `make bench` (or `python -m benchmarks`) first")
+    readme.write_text(_report.replace_block(readme.read_text(), _report.readme_block(results)))
+    return readme
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few iterations each: a smoke test")
     parser.add_argument("--only", nargs="+", choices=REGISTERED, metavar="NAME", help=f"only these: {', '.join(REGISTERED)}")
     parser.add_argument("--strict", action="store_true", help="also fail when a target is missed")
+    parser.add_argument("--readme", action="store_true", help="run nothing: rewrite the README's table from the last results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.readme:
+        print(f"written: {update_readme()}")
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     outcomes = []
@@ -158,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         outcomes.append(run_one(name, args.quick))
         o = outcomes[-1]
-        print(f"== {name}: {'CRASHED ' + o.crashed if o.crashed else 'target met' if o.met else 'target NOT met'} "
-              f"({o.seconds:.1f} s)\n", flush=True)
+        has_goal = any("target" in r for r in o.rows)
+        verdict = ("CRASHED " + o.crashed if o.crashed else "no goal set" if not has_goal
+                   else "ran; goals not judged (--quick)" if args.quick
+                   else "target met" if o.met else "target NOT met")  # fmt: skip
+        print(f"== {name}: {verdict} ({o.seconds:.1f} s)\n", flush=True)
     text = summary(outcomes, args.quick)
     (RESULTS / "summary.md").write_text(text)
     print(text)

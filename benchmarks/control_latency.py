@@ -18,7 +18,6 @@ to ``benchmarks/results/control_latency.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,6 +34,7 @@ import ray  # noqa: E402
 import ray.cloudpickle  # noqa: E402
 
 import kaizen_ray as kr  # noqa: E402
+from benchmarks import _report  # noqa: E402
 
 # The agent class must reach the workers, which may not have benchmarks/ on their path.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -154,10 +154,20 @@ def main(argv: list[str] | None = None) -> bool:
     ok = worst < TARGET_P99_MS and report["step_blocked_throughout"]
     print(f"step blocked throughout: {report['step_blocked_throughout']}; "
           f"target p99 < {TARGET_P99_MS:.0f} ms: {'met' if ok else 'NOT met'} (worst p99 {worst:.2f} ms)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"target_p99_ms": TARGET_P99_MS, "samples": samples, "ok": ok, **report}, indent=2))
-    print(f"written to {RESULTS}")
-    return ok
+    base = calls["bare_actor_call"]
+    judged = None if args.quick else ok
+    figures = [
+        _report.figure(f"{label} while a sync step blocks, {q}", calls[key][f"{q}_ms"], "ms", baseline=base[f"{q}_ms"],
+                       **({"target": f"< {TARGET_P99_MS:g} ms", "met": judged,
+                           "about": f"round trip of {label} into an agent actor whose step blocks its thread; baseline a bare actor method"}
+                          if q == "p99" else {}))
+        for key, label in (("status", "status()"), ("request_interrupt", "request_interrupt()"))
+        for q in ("p50", "p99")
+    ]
+    path = _report.write("control_latency", {"target_p99_ms": TARGET_P99_MS, "samples": samples, "ok": ok, **report},
+                         figures=figures, quick=args.quick)
+    print(f"written to {path}")
+    return ok or args.quick
 
 
 if __name__ == "__main__":

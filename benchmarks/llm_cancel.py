@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import threading
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import kaizen_ray as kr
+from benchmarks import _report
 from tests._support.openai_server import OpenAIServer, Reply
 
 GOAL_RATIO = 2.0
@@ -93,11 +93,13 @@ def main(argv: list[str] | None = None) -> bool:
     print("|---|---|---|---|---|")
     print(f"| IMMEDIATE → server sees the client go (median of {rounds}) | {bare_ms:.2f} ms | {agent_ms:.2f} ms "
           f"| {ratio:.2f}× | ≤ {GOAL_RATIO}× {'met' if ok else 'NOT met'} |")  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "llm_cancel.json").write_text(json.dumps({
-        "figure": "llm_cancel", "rounds": rounds, "baseline_ms": bare_ms, "measured_ms": agent_ms,
-        "ratio": ratio, "goal_ratio": GOAL_RATIO, "met": None if args.quick else ok, "quick": args.quick,
-    }, indent=2))  # fmt: skip
+    _report.write("llm_cancel", {"rounds": rounds, "baseline_ms": bare_ms, "measured_ms": agent_ms, "goal_ratio": GOAL_RATIO},
+                  figures=[_report.figure(
+                      f"IMMEDIATE → LLM server sees the client go (median of {rounds})", agent_ms, "ms", baseline=bare_ms,
+                      target=f"≤ {GOAL_RATIO:g}×", met=None if args.quick else ok,
+                      about="an IMMEDIATE stop of an LLM agent until the loopback server sees the connection close; "
+                            "baseline a bare AsyncOpenAI call cancelled by hand")],
+                  quick=args.quick)  # fmt: skip
     return True if args.quick else ok  # --quick is a smoke test: the goal is judged on full runs only
 
 

@@ -319,6 +319,18 @@ class HookManager:
             self._entries[event] = kept
         return removed
 
+    def has_hooks(self, event: HookEvent) -> bool:
+        """True if any hook is registered for ``event`` (a :class:`HookEvent`): the agent loop's check, every cycle.
+
+        >>> m = HookManager()
+        >>> m.register("pre_cycle", repr)
+        >>> m.has_hooks(HookEvent.PRE_CYCLE), m.has_hooks(HookEvent.POST_CYCLE)
+        (True, False)
+        """
+        # Lock-free (a list's truth is one atomic read) and no coercion: it runs
+        # twice per cycle. A hook registered meanwhile runs from the next check on.
+        return bool(self._entries[event])
+
     def hooks_for(self, event: HookEvent | str) -> list[Hook]:
         """The hooks registered for ``event``, in the order they run.
 

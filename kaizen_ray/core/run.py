@@ -43,6 +43,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from kaizen_ray.core._observer import NULL_OBSERVER, RunObserver
+from kaizen_ray.core._step_task import cancel_step, waking
 from kaizen_ray.core._threads import DaemonCall
 from kaizen_ray.core.checkpoint import Checkpoint, CheckpointError, CheckpointStatus
 from kaizen_ray.core.context import BudgetClient, CheckpointSink, StepContext, StepResult
@@ -156,6 +157,7 @@ class AgentRun:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._immediate: asyncio.Event | None = None
         self._pre_interrupt: asyncio.Future[Any] | None = None
+        self._step_waiter: asyncio.Future[None] | None = None  # the cycle in flight's: its step ended, or IMMEDIATE
         self._escalation_key = ("escalation", id(self))
         self._sync_step = not inspect.iscoroutinefunction(agent.step)
         # Observer seam (metrics on Ray): the runtime sets it on the run before execute().
@@ -201,7 +203,7 @@ class AgentRun:
         assert loop is not None and self._immediate is not None
         try:
             if mode is InterruptMode.IMMEDIATE:
-                loop.call_soon_threadsafe(self._immediate.set)
+                loop.call_soon_threadsafe(self._on_immediate)
             loop.call_soon_threadsafe(self._start_pre_interrupt)
         except RuntimeError:  # the run's loop is closed: the run is over
             return
@@ -210,6 +212,14 @@ class AgentRun:
         else:
             timeout = self.config.graceful_shutdown_timeout
             shared_scheduler().call_later(self._escalation_key, timeout, lambda: self._escalate(timeout))
+
+    def _on_immediate(self) -> None:
+        # On the run's loop: mark the stop, and wake the cycle waiting on its step.
+        assert self._immediate is not None
+        self._immediate.set()
+        waiter = self._step_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _escalate(self, timeout: float) -> None:
         self.manager.request_interrupt(
@@ -260,6 +270,7 @@ class AgentRun:
             raise
         self._state = state
         status, error = RunStatus.COMPLETED, None
+        hooks = self.agent.hooks
         cancelled: asyncio.CancelledError | None = None
         in_flight: _CycleCancelled | None = None
         try:
@@ -278,7 +289,8 @@ class AgentRun:
                 self._state = state
                 self.cycle += 1
                 self.observer.on_cycle(self.cycle)
-                await self._hook(HookEvent.POST_CYCLE)
+                if hooks.has_hooks(HookEvent.POST_CYCLE):
+                    await self._hook(HookEvent.POST_CYCLE)
                 freq = cfg.checkpoint_frequency
                 last = cfg.max_cycles is not None and self.cycle >= cfg.max_cycles  # the final save follows at once
                 if not done and not last and freq and self.cycle % freq == 0:
@@ -359,18 +371,30 @@ class AgentRun:
         ctx = StepContext(
             agent_name=self.name, cycle=self.cycle + 1, manager=self.manager, budget=self.budget, cost_so_far=self.cost
         )
-        await self._hook(HookEvent.PRE_CYCLE)
+        if self.agent.hooks.has_hooks(HookEvent.PRE_CYCLE):
+            await self._hook(HookEvent.PRE_CYCLE)
         call: DaemonCall | None = None
         self.cycle_in_flight = ctx.cycle
+        loop = self._loop
+        assert loop is not None
+        waiter = None
         if self._sync_step:
             call = DaemonCall(self.agent.step, state, ctx, name=f"kaizen-step-{self.name}")
-            step = asyncio.ensure_future(call.result())
+            coro = call.result()
         else:
-            step = asyncio.ensure_future(self.agent.step(state, ctx))
+            coro = self.agent.step(state, ctx)
+        inner = coro
+        if self.config.enable_interrupts:
+            # The step wakes this waiter itself as it ends (no extra task, no
+            # asyncio.wait), and so does an IMMEDIATE stop (_on_immediate).
+            waiter = self._step_waiter = loop.create_future()
+            coro = waking(inner, waiter)
+        step = loop.create_task(coro)
         try:
-            result = await self._await_step(step, call)
+            result = await self._await_step(step, call, waiter, inner)
         finally:
             self.cycle_in_flight = None
+            self._step_waiter = None
             # Spend is a fact even for a cancelled cycle; settle before the next one.
             self.cost += ctx.cycle_cost
             if ctx.cycle_cost:
@@ -385,21 +409,22 @@ class AgentRun:
             )
         return result
 
-    async def _await_step(self, step: asyncio.Future[Any], call: DaemonCall | None) -> Any:
-        if not self.config.enable_interrupts:
+    async def _await_step(
+        self, step: asyncio.Future[Any], call: DaemonCall | None, waiter: asyncio.Future[None] | None, inner: Any
+    ) -> Any:
+        if waiter is None:  # interrupts disabled: nothing can cut the step short
             return await step
         assert self._immediate is not None
-        immediate = asyncio.ensure_future(self._immediate.wait())
+        if self._immediate.is_set():
+            waiter.set_result(None)  # IMMEDIATE came before this cycle's waiter existed
         try:
-            await asyncio.wait({step, immediate}, return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         except asyncio.CancelledError:
-            step.cancel()  # the run is cancelled: so is its cycle
+            cancel_step(step, inner)  # the run is cancelled: so is its cycle
             raise
-        finally:
-            immediate.cancel()
         if step.done() and self.manager.mode is not InterruptMode.IMMEDIATE:
             return step.result()  # finished, and no IMMEDIATE came first: a completed cycle
-        step.cancel()
+        cancel_step(step, inner)
         raise _CycleCancelled(step, call, time.monotonic())
 
     async def _drain(self, cancelled: _CycleCancelled) -> None:

@@ -1,0 +1,182 @@
+"""What one cycle of an agent costs beyond its step: an empty step in an agent actor, against a bare async loop.
+
+Both sides run in a Ray actor, on the same Ray, in the same run, and run the
+very same ``empty_step`` coroutine function (it counts and returns a
+:class:`~kaizen_ray.StepResult`):
+
+* measured: an agent actor (``EmptyStep.spawn``) whose run does ``--cycles``
+  cycles, every boundary checked for interrupts, hooks, budget and the
+  cycle's cancellation machinery included; checkpoints only at the end
+  (``checkpoint_frequency=0``), so the loop is measured, not the disk
+  (the default, a checkpoint every cycle, is reported beside it, no goal);
+* baseline: an actor method running ``while not done: await empty_step(...)``;
+* context (no goal): the same loop running each step as its own asyncio task,
+  the least a loop needs to be able to cancel a step in flight.
+
+Per-cycle time is taken inside the actor from the step's own clock (first
+cycle to last), so actor start, the call's round trip and the final
+checkpoint are not in it. Each side runs ``--rounds`` times, interleaved; the
+median round counts. Goal (issue 11): ≤ 1.2× the bare loop.
+
+    python -m benchmarks.cycle_overhead [--quick] [--cycles 20000] [--rounds 5] [--profile]
+
+``--profile`` also runs the core ``AgentRun`` in this process (no Ray) under
+cProfile and prints where the per-cycle time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray
+import ray.cloudpickle
+
+import kaizen_ray as kr
+from benchmarks import _report
+
+# The agent class must reach the workers, which may not have benchmarks/ on their path.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+NAME = "cycle_overhead"
+GOAL_RATIO = 1.2
+
+
+def initial(cycles: int) -> dict[str, Any]:
+    return {"n": 0, "cycles": cycles, "t0": 0.0, "t1": 0.0}
+
+
+async def empty_step(state: dict[str, Any], ctx: Any) -> kr.StepResult:
+    """The step both sides run: count, note the clock at the first and the last cycle."""
+    n = state["n"] + 1
+    state["n"] = n
+    if n == 1:
+        state["t0"] = time.perf_counter()
+    if n == state["cycles"]:
+        state["t1"] = time.perf_counter()
+        return kr.StepResult(state, done=True)
+    return kr.StepResult(state)
+
+
+def per_cycle_us(state: dict[str, Any]) -> float:
+    return (state["t1"] - state["t0"]) / max(1, state["cycles"] - 1) * 1e6
+
+
+class EmptyStep(kr.BaseAutonomousAgent):
+    """An agent whose step does nothing but count (``empty_step`` itself, no wrapper)."""
+
+    step = staticmethod(empty_step)
+
+    def initial_state(self, task: int) -> dict[str, Any]:
+        return initial(task)
+
+
+@ray.remote(num_cpus=0)
+class BareLoop:
+    """The baseline: a bare async loop in an actor, over the same step."""
+
+    async def run(self, cycles: int, as_task: bool) -> float:
+        state, done = initial(cycles), False
+        while not done:
+            result = await (asyncio.ensure_future(empty_step(state, None)) if as_task else empty_step(state, None))
+            state, done = result.state, result.done
+        return per_cycle_us(state)
+
+
+def measure(cycles: int, rounds: int) -> dict[str, list[float]]:
+    """µs per cycle, one sample per round, for the agent, the bare loop and the bare loop with a task per step."""
+    storage = tempfile.mkdtemp(prefix="kaizen-bench-")
+    out: dict[str, list[float]] = {"agent": [], "bare": [], "bare_task": [], "agent_checkpointing": []}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=f"bench-{uuid.uuid4().hex[:6]}", log_to_driver=False)
+    try:
+        cfg = kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=0)
+        agent = EmptyStep.spawn(config=cfg, name="empty-step")
+        # The default config checkpoints every cycle (write-behind to the store actor): reported, not judged.
+        checkpointing = EmptyStep.spawn(config=cfg.model_copy(update={"checkpoint_frequency": 1}), name="empty-step-ckpt")
+        bare = BareLoop.remote()
+        warm = min(cycles, 200)  # imports, first allocations, the store's first save: not measured
+        ray.get(agent.start(warm))
+        ray.get(checkpointing.start(warm))
+        ray.get(bare.run.remote(warm, True))
+        for _ in range(rounds):
+            result = ray.get(agent.start(cycles))
+            if result["status"] != "completed" or result["cycles"] != cycles:
+                raise RuntimeError(f"the agent's run did not complete its {cycles} cycles: {result['status']}, {result['cycles']}")
+            out["agent"].append(per_cycle_us(result["state"]))
+            out["bare"].append(ray.get(bare.run.remote(cycles, False)))
+            out["bare_task"].append(ray.get(bare.run.remote(cycles, True)))
+            fewer = max(2, cycles // 10)  # each cycle is a round trip to the store: ten times fewer
+            out["agent_checkpointing"].append(per_cycle_us(ray.get(checkpointing.start(fewer))["state"]))
+    finally:
+        ray.shutdown()
+    return out
+
+
+def profile(cycles: int, top: int = 18) -> None:
+    """The core AgentRun in this process (no Ray) under cProfile: where a cycle's time goes."""
+    agent = EmptyStep(config=kr.AutonomousConfig(storage_path=tempfile.mkdtemp(prefix="kaizen-bench-"), checkpoint_frequency=0))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    result = asyncio.run(agent.run_autonomous(cycles))
+    profiler.disable()
+    print(f"core AgentRun in-process, {cycles} cycles: {per_cycle_us(result['state']):.2f} µs per cycle under cProfile "
+          "(slower than unprofiled); where the time goes:")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> bool:
+    """Measure, print, write ``benchmarks/results/cycle_overhead.json``; True if the goal was met (always, with --quick)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="500 cycles, 2 rounds: a smoke test, goal not judged")
+    parser.add_argument("--cycles", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="also profile the core loop in-process")
+    args = parser.parse_args(argv)
+    cycles, rounds = (500, 2) if args.quick else (args.cycles, args.rounds)
+    if cycles < 2 or rounds < 1:
+        parser.error(f"need at least 2 cycles and 1 round, got --cycles {cycles} --rounds {rounds}")
+
+    samples = measure(cycles, rounds)
+    agent, bare, bare_task, checkpointing = (
+        statistics.median(samples[k]) for k in ("agent", "bare", "bare_task", "agent_checkpointing")
+    )
+    ratio = _report.ratio(agent, bare)
+    met = ratio <= GOAL_RATIO
+    print(f"per cycle, median of {rounds} rounds of {cycles} cycles (µs): agent {agent:.2f}, bare loop {bare:.2f} "
+          f"({ratio:.2f}×, goal ≤ {GOAL_RATIO}×: {'met' if met else 'NOT met'}), bare loop with a task per step "
+          f"{bare_task:.2f} ({_report.ratio(agent, bare_task):.2f}×); checkpointed every cycle {checkpointing:.2f}")  # fmt: skip
+    figures = [
+        _report.figure(
+            "one cycle of an empty step in an agent actor", agent, "µs", baseline=bare, target=f"≤ {GOAL_RATIO}×",
+            met=None if args.quick else met,
+            about="time per cycle of an agent whose step does nothing, in its actor; baseline a bare async loop "
+                  "awaiting the same step in an actor",
+        ),
+        _report.figure("the same, against a bare loop running each step as a task", agent, "µs", baseline=bare_task,
+                       about="the same cycle against a bare async loop that runs each step as its own task, "
+                             "the least a loop needs to cancel a step in flight"),
+        _report.figure("agent overhead per cycle beyond the bare loop", agent - bare, "µs"),
+        _report.figure("one cycle of an empty step, checkpointed every cycle (the default)", checkpointing, "µs", baseline=agent,
+                       about="the same agent with checkpoint_frequency=1, each cycle's state sent to the checkpoint store; "
+                             "baseline the agent checkpointing only at the end"),
+    ]  # fmt: skip
+    path = _report.write(NAME, {"cycles": cycles, "rounds": rounds, "samples_us": samples}, figures=figures, quick=args.quick)
+    print(f"written to {path}")
+    if args.profile:
+        profile(cycles)
+    return met or args.quick
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if main() else 1)
