@@ -322,6 +322,9 @@ class AgentActor(ControlMethods):
         self._class_name = agent_cls.__name__
         self._storage_path = storage_path
         sink = StoreSink(get_or_create_store(namespace), storage_path)
+        # The first call from a new process to an actor opens its connection
+        # (about 5 ms here): paid now, not by the stop's durable checkpoint.
+        self._store_warmed = sink.store.__ray_ready__.remote()
         self._runtime = AgentRuntime(agent_cls, name, config, sink=sink, agent_kwargs=agent_kwargs)
         manager = self._runtime.manager
         # Budget scopes on Ray, plus any handler the agent attached to its own manager.
