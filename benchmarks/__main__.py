@@ -46,6 +46,9 @@ REGISTERED: tuple[str, ...] = (
     "deadline_queue",
     "control_latency",
     "llm_cancel",
+    "interrupt_visibility",
+    "actor_memory",
+    "stop_latency",
 )
 
 
