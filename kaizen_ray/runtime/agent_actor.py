@@ -49,7 +49,7 @@ from kaizen_ray.runtime.checkpoints import get_or_create_store
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
-__all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "StoreSink", "load_from_store", "shippable_result"]
+__all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "StoreSink", "load_from_store", "pickled_result", "shippable_result"]
 
 
 class StoreSink:
@@ -361,7 +361,10 @@ class AgentActor(ControlMethods):
     async def _drop_scope(self, scope: Any) -> None:
         self._budget.remove_scope(scope)
 
-    async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
+    async def run(self, task: Any, resume_from_checkpoint: str | None) -> bytes:
+        """The run's result dict, pickled once here: whoever watches the run forwards the bytes, unopened
+        (see :class:`kaizen_ray.runtime._watch.PickledResult`); Ray would otherwise pickle it again at each hop.
+        """
         # Claimed before the first await (one event loop: no other run() can
         # slip in between), and refused before the deadlines are touched: they
         # belong to the run that goes on.
@@ -372,7 +375,7 @@ class AgentActor(ControlMethods):
         try:
             await self._system.run_started()
             try:
-                result = shippable_result(await self._runtime.run(task, resume_from_checkpoint))
+                result, data = pickled_result(await self._runtime.run(task, resume_from_checkpoint))
             finally:
                 await self._system.run_ended()
         except BaseException as exc:
@@ -381,7 +384,21 @@ class AgentActor(ControlMethods):
         finally:
             self._run_going = False
         settle(done, result)
-        return result
+        return data
+
+
+def pickled_result(result: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """``result`` made shippable (:func:`shippable_result`) and its one pickle, made with cloudpickle.
+
+    >>> r, data = pickled_result({"agent": "a1", "state": {"n": 1}, "output": None, "error": None})
+    >>> ray.cloudpickle.loads(data) == r
+    True
+    """
+    try:
+        return result, ray.cloudpickle.dumps(result)
+    except Exception:  # noqa: BLE001 - found and reported key by key
+        result = shippable_result(result)
+        return result, ray.cloudpickle.dumps(result)
 
 
 def shippable_result(result: dict[str, Any]) -> dict[str, Any]:

@@ -230,7 +230,8 @@ class SupervisorActor(ControlMethods):
 
     # -- the run -----------------------------------------------------------------------
 
-    async def run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
+    async def run(self, task: Any, resume_from_checkpoint: str | None) -> bytes:
+        """The run's result dict, pickled once here for its watcher to forward unopened (as an agent's is)."""
         self._move(SupervisorPhase.STARTING)
         done = self._run_began()  # after the move: a refused second run leaves the first one's future alone
         try:
@@ -239,7 +240,7 @@ class SupervisorActor(ControlMethods):
             settle(done, error=exc)
             raise
         settle(done, result)
-        return result
+        return ray.cloudpickle.dumps(result)
 
     async def _run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
         try:
