@@ -10,8 +10,8 @@ Two figures, each beside its stdlib baseline in the same run:
   interpreter, so the figure is the whole request path's cost, not just the
   store of one attribute. Target: ratio of the medians ≤ 1.5.
 * flag: the cost of one ``is_interrupted()`` call against one
-  ``Event.is_set()`` (measured by :func:`benchmarks.wakeup_latency.flag_samples`).
-  Target: ratio ≤ 1.5.
+  ``Event.is_set()`` (measured by :func:`benchmarks.wakeup_latency.flag_samples`,
+  batches of 10k calls; the figure is each side's best batch). Target: ratio ≤ 1.5.
 
 No Ray: in-process only. Results go to ``benchmarks/results/interrupt_visibility.json``.
 
@@ -97,13 +97,21 @@ def main(argv: list[str] | None = None) -> bool:
         parser.error(f"--samples must be at least 1, got {n}")
 
     vis = _report.row("request -> seen by is_interrupted()", *visibility_samples(n), "Event.set -> seen by is_set()")
-    flag = _report.row("is_interrupted() per call", *flag_samples(n if args.quick else max(20, n // 10)), "Event.is_set()")
+    # A call's cost is its least-disturbed batch's (as timeit reports it): on a shared machine the median
+    # of 60 ns calls moves with the neighbours' load; the table keeps the percentiles too.
+    f_m, f_b = flag_samples(n if args.quick else max(50, n // 4))
+    flag = _report.row("is_interrupted() per call", f_m, f_b, "Event.is_set()")
     print(_report.table(f"request to seen in a spinning thread, {n} samples", "µs", [vis]))
     print(_report.table("cost of the flag, batches of 10k calls", "ns", [flag]))
+    flag_ratio = min(f_m) / max(min(f_b), 1e-9)
     figures = [
         _figure("request -> seen by is_interrupted() in another thread", vis, "µs", TARGET_VISIBILITY, "threading.Event set -> seen"),
-        _figure("is_interrupted()", flag, "ns", TARGET_FLAG, "Event.is_set"),
-    ]
+        {
+            "figure": "is_interrupted()", "value": round(min(f_m), 2), "unit": "ns per call (best batch)",
+            "baseline": f"{min(f_b):.2f} ns per call (Event.is_set, best batch)", "ratio": round(flag_ratio, 3),
+            "target": f"<= {TARGET_FLAG}x", "met": flag_ratio <= TARGET_FLAG,
+        },
+    ]  # fmt: skip
     met = all(f["met"] for f in figures)
     path = _report.write(NAME, {"quick": args.quick, "samples": n, "figures": figures, "rows": [vis, flag]})
     print(f"targets (visibility <= {TARGET_VISIBILITY}x, flag <= {TARGET_FLAG}x): {'met' if met else 'NOT met'}"
