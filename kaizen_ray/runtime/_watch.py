@@ -32,7 +32,7 @@ from kaizen_ray.runtime.agent_actor import load_from_store
 logger = logging.getLogger("kaizen_ray.runtime")
 
 __all__ = [
-    "killed_result", "PickledResult", "supervisor_killed_result", "watch_run", "watch_supervisor", "watch_supervisor_task",
+    "PickledResult", "killed_result", "supervisor_killed_result", "watch_run", "watch_supervisor", "watch_supervisor_task",
     "watch_task",
 ]  # fmt: skip
 
@@ -102,8 +102,10 @@ async def _latest(store: Any, storage_path: str, agent: str) -> Any:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def watch_task(actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
-    """``handle.start()``'s ObjectRef: a zero-CPU task that watches one run.
+def watch_task(
+    actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None
+) -> PickledResult | dict[str, Any]:
+    """``handle.start()``'s ObjectRef: a zero-CPU task that watches one run (its caller's ray.get gets the dict).
 
     The same rules as :func:`watch_run`, blocking: the result is on the stop's
     path to the caller, and ``ray.wait`` hands it over without the event
@@ -216,7 +218,9 @@ async def _ensure_dead(agent: str, namespace: str | None, timeout_s: float = 30.
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def watch_supervisor_task(actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
+def watch_supervisor_task(
+    actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None
+) -> PickledResult | dict[str, Any]:
     """``SupervisorHandle.start()``'s ObjectRef: a zero-CPU task that watches one supervisor run.
 
     :func:`watch_supervisor`, blocking (as :func:`watch_task` is, for the same reason).
