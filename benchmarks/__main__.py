@@ -60,6 +60,9 @@ REGISTERED: tuple[str, ...] = (
     "budget_throughput",
     "llm_cancel",
     "swarm_scaling",
+    "interrupt_visibility",
+    "actor_memory",
+    "stop_latency",
 )
 
 

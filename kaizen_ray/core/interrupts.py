@@ -194,6 +194,10 @@ def pick_message(reason: Any, message: Any = None) -> str:
 
 Listener = Callable[[InterruptReason, InterruptMode], None]
 
+# Keyed by value: a StrEnum member hashes and compares as its value, so either finds it.
+_SOURCES: dict[str, InterruptSource] = {s.value: s for s in InterruptSource}
+_MODES: dict[str, InterruptMode] = {m.value: m for m in InterruptMode}
+
 
 class InterruptManager(HandlerArming):
     """Thread-safe, signal-safe interrupt state of one agent, with children to forward to.
@@ -229,6 +233,7 @@ class InterruptManager(HandlerArming):
         # Bumped on every accepted request: a waiter wakes when it moves,
         # which is what keeps waiters alive across reset().
         self._generation = 0
+        self._sync_waiters = 0  # threads in wait(): notified only when there are some
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._children: list[Any] = []
         self._init_arming()
@@ -290,8 +295,12 @@ class InterruptManager(HandlerArming):
         listeners beyond their own call; never raises because a child failed.
         ``message=`` is accepted for ``reason=``, as kailash-kaizen's code writes it.
         """
-        reason = pick_message(reason, message)
-        source, mode = coerce_source_mode(source, mode)
+        if message is not None or type(reason) is not str:
+            reason = pick_message(reason, message)
+        try:  # the common case, enums or their values, by one dict look-up each
+            source, mode = _SOURCES[source], _MODES[mode]
+        except (KeyError, TypeError):
+            source, mode = coerce_source_mode(source, mode)  # raises the clear error
         new = InterruptReason(source=source, mode=mode, message=reason, metadata=dict(metadata or {}))
         return self._accept(new)
 
@@ -305,14 +314,23 @@ class InterruptManager(HandlerArming):
             self._history.append(new)
             self._episode.append(new)
             self._generation += 1
-            self._cond.notify_all()
-            waiters = list(self._async_waiters)
-            self._async_waiters.clear()
-            self._undelivered.append((new, new.mode))
-            # If another thread (or this one, further up the stack through a
-            # loop of children) is delivering, it delivers this too, in order.
-            deliver, self._delivering = not self._delivering, True
-        logger.info("%s accepted %s %s interrupt: %s", self._label(), new.source.value, new.mode.value, new.message)
+            # Every step below is skipped when nobody is there to hear it: the
+            # whole request holds the GIL, so its length is how late another
+            # thread sees is_interrupted() turn True.
+            if self._sync_waiters:
+                self._cond.notify_all()
+            waiters = ()
+            if self._async_waiters:
+                waiters = list(self._async_waiters)
+                self._async_waiters.clear()
+            deliver = False
+            if self._listeners or self._children or self._delivering:
+                self._undelivered.append((new, new.mode))
+                # If another thread (or this one, further up the stack through a
+                # loop of children) is delivering, it delivers this too, in order.
+                deliver, self._delivering = not self._delivering, True
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s accepted %s %s interrupt: %s", self._label(), new.source.value, new.mode.value, new.message)
         for loop, fut in waiters:
             _resolve_threadsafe(loop, fut)
         if deliver:
@@ -361,7 +379,11 @@ class InterruptManager(HandlerArming):
             if self._reason is not None:
                 return True
             start = self._generation
-            return self._cond.wait_for(lambda: self._generation != start, timeout)
+            self._sync_waiters += 1
+            try:
+                return self._cond.wait_for(lambda: self._generation != start, timeout)
+            finally:
+                self._sync_waiters -= 1
 
     async def wait_async(self) -> None:
         """Await the next interrupt (returns at once if interrupted). Cancel-safe."""

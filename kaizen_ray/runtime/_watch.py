@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from kaizen_ray.core.checkpoint import CheckpointError
 from kaizen_ray.core.interrupts import InterruptReason
@@ -31,7 +32,8 @@ from kaizen_ray.runtime.agent_actor import load_from_store
 logger = logging.getLogger("kaizen_ray.runtime")
 
 __all__ = [
-    "killed_result", "supervisor_killed_result", "watch_run", "watch_supervisor", "watch_supervisor_task", "watch_task",
+    "PickledResult", "killed_result", "supervisor_killed_result", "watch_run", "watch_supervisor", "watch_supervisor_task",
+    "watch_task",
 ]  # fmt: skip
 
 
@@ -57,9 +59,9 @@ async def watch_run(
             return await killed_result(agent, storage_path, store, snapshot.get("interrupt_reason"), None)
         except Exception:  # noqa: BLE001 - the run failed as it was killed; the kill is the story
             return await killed_result(agent, storage_path, store, snapshot.get("interrupt_reason"), None)
-        return run_fut.result()
+        return pickle.loads(run_fut.result())
     try:
-        return await run_fut
+        return pickle.loads(await run_fut)
     except RayActorError as exc:
         logger.warning("the actor of %s died during its run: %s", agent, death_cause(exc))
         return await killed_result(agent, storage_path, store, None, exc)
@@ -112,9 +114,53 @@ async def _latest(store: Any, storage_path: str, agent: str) -> Any:
 @ray.remote(num_cpus=0, max_retries=0)
 def watch_task(
     actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
-) -> dict[str, Any]:
-    """``handle.start()``'s ObjectRef: a zero-CPU task that watches one run."""
-    return asyncio.run(watch_run(actor, agent, storage_path, store, task, resume, progress))
+) -> PickledResult | dict[str, Any]:
+    """``handle.start()``'s ObjectRef: a zero-CPU task that watches one run (its caller's ray.get gets the dict).
+
+    The same rules as :func:`watch_run`, blocking: the result is on the stop's
+    path to the caller, and ``ray.wait`` hands it over without the event
+    loop's thread hops (an event loop is started only to build a killed result).
+    """
+    run_ref = actor.run.remote(task, resume, progress)
+    kill_ref = actor.wait_kill_deadline.remote()
+    ray.wait([run_ref, kill_ref], num_returns=1, fetch_local=False)
+    snapshot = None
+    try:
+        snapshot = ray.get(kill_ref, timeout=0)
+    except (RayActorError, GetTimeoutError):
+        pass  # still waiting (the run ended first), or the actor died: the run's ref says which
+    if snapshot is not None and not ray.wait([run_ref], timeout=0)[0]:
+        logger.warning("killing %s: its IMMEDIATE stop passed immediate_shutdown_timeout", agent)
+        ray.kill(actor, no_restart=True)
+        try:
+            return PickledResult(ray.get(run_ref))  # won the race after all
+        except Exception:  # noqa: BLE001 - died as it was killed, or failed as it was: the kill is the story
+            return asyncio.run(killed_result(agent, storage_path, store, snapshot.get("interrupt_reason"), None))
+    try:
+        return PickledResult(ray.get(run_ref))
+    except RayActorError as exc:
+        logger.warning("the actor of %s died during its run: %s", agent, death_cause(exc))
+        return asyncio.run(killed_result(agent, storage_path, store, None, exc))
+
+
+class PickledResult:
+    """A run's pickled result, forwarded by a watcher without opening it: unpickled by whoever gets it.
+
+    The agent or supervisor actor pickles its result once; the watcher's
+    return then costs Ray a copy of those bytes, not a second unpickle and pickle.
+
+    >>> import pickle
+    >>> pickle.loads(pickle.dumps(PickledResult(pickle.dumps({"status": "completed"}))))
+    {'status': 'completed'}
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return (pickle.loads, (self.data,))
 
 
 async def watch_supervisor(
@@ -127,7 +173,7 @@ async def watch_supervisor(
     except RayActorError as exc:
         return await supervisor_killed_result(name, storage_path, store, {}, exc)
     try:
-        return await actor.run.remote(task, resume, progress)
+        return pickle.loads(await actor.run.remote(task, resume, progress))
     except RayActorError as exc:
         logger.warning("the actor of supervisor %s died during its run: %s", name, death_cause(exc))
         return await supervisor_killed_result(name, storage_path, store, layout, exc)
@@ -186,6 +232,17 @@ async def _ensure_dead(agent: str, namespace: str | None, timeout_s: float = 30.
 @ray.remote(num_cpus=0, max_retries=0)
 def watch_supervisor_task(
     actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
-) -> dict[str, Any]:
-    """``SupervisorHandle.start()``'s ObjectRef: a zero-CPU task that watches one supervisor run."""
-    return asyncio.run(watch_supervisor(actor, name, storage_path, store, task, resume, progress))
+) -> PickledResult | dict[str, Any]:
+    """``SupervisorHandle.start()``'s ObjectRef: a zero-CPU task that watches one supervisor run.
+
+    :func:`watch_supervisor`, blocking (as :func:`watch_task` is, for the same reason).
+    """
+    try:
+        layout = ray.get(actor.children_layout.remote())
+    except RayActorError as exc:
+        return asyncio.run(supervisor_killed_result(name, storage_path, store, {}, exc))
+    try:
+        return PickledResult(ray.get(actor.run.remote(task, resume, progress)))
+    except RayActorError as exc:
+        logger.warning("the actor of supervisor %s died during its run: %s", name, death_cause(exc))
+        return asyncio.run(supervisor_killed_result(name, storage_path, store, layout, exc))

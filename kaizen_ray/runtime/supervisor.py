@@ -110,6 +110,9 @@ class SupervisorActor(ControlMethods):
         self._config = config
         self._namespace = namespace
         self._store = get_or_create_store(namespace)
+        # Opens this process's connection to the store now: else the stop's
+        # durable manifest pays for it (5-20 ms here), after every child is done.
+        self._store_warmed = self._store.__ray_ready__.remote()
         self._system = SystemHandlers(name, storage_path, namespace)
         self._manager_ = InterruptManager(name=name)
         # Specs come resolved (Supervisor.spawn): every storage_path is set, down the tree.
@@ -248,7 +251,8 @@ class SupervisorActor(ControlMethods):
 
     # -- the run -----------------------------------------------------------------------
 
-    async def run(self, task: Any, resume_from_checkpoint: str | None, progress: bool = False) -> dict[str, Any]:
+    async def run(self, task: Any, resume_from_checkpoint: str | None, progress: bool = False) -> bytes:
+        """The run's result dict, pickled once here for its watcher to forward unopened (as an agent's is)."""
         self._move(SupervisorPhase.STARTING)
         self._progress = progress  # one bar per child (agent) for this run
         done = self._run_began()  # after the move: a refused second run leaves the first one's future alone
@@ -258,7 +262,7 @@ class SupervisorActor(ControlMethods):
             settle(done, error=exc)
             raise
         settle(done, result)
-        return result
+        return ray.cloudpickle.dumps(result)
 
     async def _run(self, task: Any, resume_from_checkpoint: str | None) -> dict[str, Any]:
         try:

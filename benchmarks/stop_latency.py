@@ -1,0 +1,221 @@
+"""How long an IMMEDIATE stop takes, from the driver's request to its result, against Ray's own floor.
+
+Two figures, each beside a baseline measured in the same run on the same Ray:
+
+* single: an agent whose async step awaits (an in-flight cycle) is stopped.
+  Measured from the driver's ``handle.request_interrupt(IMMEDIATE)`` to
+  ``ray.get`` of ``handle.start()``'s ref returning the result dict, whose
+  checkpoint is then on disk (the run's last save is durable). Baseline:
+  ``ray.cancel`` of a bare async actor task that awaits, to its ref raising
+  ``TaskCancelledError``. Target: ratio of the medians ≤ 2.
+* swarm: a supervisor of 6 such agents is stopped. Measured from
+  ``swarm.request_interrupt(IMMEDIATE)`` to ``ray.get`` of its ``start()``
+  ref (every child's checkpoint and the manifest durable). Baseline: a
+  parallel ping of 6 bare actors, then 6 small files written and fsynced in
+  turn. Target: ratio of the medians ≤ 3.
+
+Every sample waits, outside the timed interval, until each step has begun
+(each touches a marker file). Results go to ``benchmarks/results/stop_latency.json``.
+
+    python -m benchmarks.stop_latency [--samples 15] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray  # noqa: E402
+import ray.cloudpickle  # noqa: E402
+from ray.exceptions import TaskCancelledError  # noqa: E402
+
+import kaizen_ray as kr  # noqa: E402
+from benchmarks import _report  # noqa: E402
+
+# The agent class must reach the workers, which may not have benchmarks/ on their path.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+NAME = "stop_latency"
+SWARM = 6
+TARGET_SINGLE = 2.0
+TARGET_SWARM = 3.0
+AWAIT_S = 600.0  # the step's await: far longer than any measurement
+_BOUND_S = 60.0
+
+
+class AwaitsInStep(kr.BaseAutonomousAgent):
+    """An async step that marks its start, then awaits (an in-flight cycle an IMMEDIATE stop cancels)."""
+
+    def initial_state(self, task: dict[str, str]) -> dict[str, Any]:
+        return {"n": 0, "marker": task["marker"]}
+
+    async def step(self, state: dict[str, Any], ctx: Any) -> kr.StepResult:
+        Path(f"{state['marker']}.{ctx.agent_name.replace('/', '_')}").touch()
+        await asyncio.sleep(AWAIT_S)
+        return kr.StepResult({**state, "n": state["n"] + 1}, done=True)
+
+
+@ray.remote(num_cpus=0)
+class Bare:
+    """The baseline: an async actor task that awaits, and a ping."""
+
+    async def work(self, marker: str) -> None:
+        Path(marker).touch()
+        await asyncio.sleep(AWAIT_S)
+
+    def ping(self) -> bool:
+        return True
+
+
+def _wait_for(paths: list[Path]) -> None:
+    deadline = time.monotonic() + _BOUND_S
+    while not all(p.exists() for p in paths):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"steps did not begin within {_BOUND_S}s: {[str(p) for p in paths if not p.exists()]}")
+        time.sleep(0.001)
+
+
+def _fsync_file(path: Path) -> None:
+    """A small file written, fsynced and renamed into place, as a durable checkpoint is."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"x" * 512)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _cancel_bare(bare: Any, marker: Path) -> float:
+    """Seconds from ``ray.cancel`` of a bare async actor task in flight to its ref raising TaskCancelledError."""
+    ref = bare.work.remote(str(marker))
+    _wait_for([marker])
+    t0 = time.perf_counter()
+    ray.cancel(ref)
+    try:
+        ray.get(ref, timeout=_BOUND_S)
+    except TaskCancelledError:
+        return time.perf_counter() - t0
+    raise RuntimeError("the cancelled bare task returned")
+
+
+def single_once(work: Path, cfg: kr.AutonomousConfig, i: int, bare: Any) -> tuple[float, float]:
+    """(stop, cancel) seconds for one sample; the baseline is taken while the agent's step is in flight."""
+    marker = work / f"single-{i}"
+    handle = AwaitsInStep.spawn(config=cfg, name=f"single-{i}")
+    try:
+        ref = handle.start({"marker": str(marker)})
+        _wait_for([Path(f"{marker}.single-{i}")])
+        cancel = _cancel_bare(bare, work / f"bare-{i}")
+        t0 = time.perf_counter()
+        handle.request_interrupt("programmatic", "immediate", "bench")
+        result = ray.get(ref, timeout=_BOUND_S)
+        stop = time.perf_counter() - t0
+        if result["status"] != "interrupted" or not result["checkpoint_id"]:
+            raise RuntimeError(f"unexpected result of the stopped agent: {result['status']}, {result['checkpoint_id']}")
+    finally:
+        handle.kill()
+    return stop, cancel
+
+
+def swarm_once(work: Path, cfg: kr.AutonomousConfig, i: int, bares: list[Any]) -> tuple[float, float]:
+    """(swarm stop, pings + fsyncs) seconds for one sample."""
+    marker = work / f"swarm-{i}"
+    names = [f"w{k}" for k in range(SWARM)]
+    swarm = kr.Supervisor.spawn(
+        f"swarm-{i}", children=[kr.ChildSpec(AwaitsInStep, name=n, config=cfg) for n in names], storage_path=cfg.storage_path
+    )
+    try:
+        ref = swarm.start({"marker": str(marker)})
+        _wait_for([Path(f"{marker}.swarm-{i}_{n}") for n in names])
+        t0 = time.perf_counter()  # the baseline, taken while every step is in flight
+        ray.get([b.ping.remote() for b in bares], timeout=_BOUND_S)
+        for k in range(SWARM):
+            _fsync_file(work / f"fsync-{k}")
+        floor = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        swarm.request_interrupt("programmatic", "immediate", "bench")
+        result = ray.get(ref, timeout=_BOUND_S)
+        stop = time.perf_counter() - t0
+        bad = {n: r["status"] for n, r in result["children"].items() if r["status"] != "interrupted" or not r["checkpoint_id"]}
+        if bad or not result["checkpoint_id"]:
+            raise RuntimeError(f"unexpected results of the stopped swarm: {bad or result['status']}")
+    finally:
+        swarm.kill()
+    return stop, floor
+
+
+def measure(samples: int, warmup: int) -> dict[str, Any]:
+    """Both figures on a fresh local Ray; samples interleave each figure with its baseline."""
+    work = Path(tempfile.mkdtemp(prefix="kaizen-bench-stop-"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=f"bench-{uuid.uuid4().hex[:6]}", log_to_driver=False)
+    try:
+        cfg = kr.AutonomousConfig(storage_path=work / "checkpoints")
+        bares = [Bare.remote() for _ in range(SWARM)]
+        ray.get([b.ping.remote() for b in bares])
+        single: tuple[list[float], list[float]] = ([], [])
+        swarm: tuple[list[float], list[float]] = ([], [])
+        for i in range(warmup + samples):
+            s = single_once(work, cfg, i, bares[0])
+            w = swarm_once(work, cfg, i, bares)
+            if i >= warmup:  # the first runs pay for worker start-up and imports
+                for out, pair in ((single, s), (swarm, w)):
+                    out[0].append(pair[0] * 1000)
+                    out[1].append(pair[1] * 1000)
+    finally:
+        ray.shutdown()
+    return {"single": single, "swarm": swarm}
+
+
+def _figure(name: str, row: dict[str, Any], target: float, baseline: str) -> dict[str, Any]:
+    ratio = row["ratio_p50"]
+    return {
+        "figure": name, "value": round(row["measured"]["p50"], 3), "unit": "ms p50",
+        "baseline": f"{row['baseline']['p50']:.3f} ms p50 ({baseline})",
+        "ratio": round(ratio, 3), "target": f"<= {target}x", "met": ratio <= target,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> bool:
+    """Measure, print the table, write the JSON; True if both ratios met their targets (not judged with --quick).
+
+    >>> main(["--quick"])  # doctest: +SKIP
+    True
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=15, help="stops of each kind")
+    parser.add_argument("--quick", action="store_true", help="one sample, no warm-up, for a CI smoke run; targets not judged")
+    args = parser.parse_args(argv)
+    samples = 1 if args.quick else args.samples
+    if samples < 1:
+        parser.error(f"--samples must be at least 1, got {samples}")
+    data = measure(samples, warmup=0 if args.quick else 2)
+    rows = [
+        _report.row("single: IMMEDIATE stop, durable", *data["single"], "ray.cancel of a bare async actor task"),
+        _report.row(f"swarm of {SWARM}: IMMEDIATE stop, durable", *data["swarm"], f"parallel ping of {SWARM} bare actors + {SWARM} fsyncs"),
+    ]
+    print(_report.table(f"IMMEDIATE stop, request to result, {samples} samples each", "ms", rows))
+    figures = [
+        _figure("IMMEDIATE stop of an in-flight async step, checkpoint durable", rows[0], TARGET_SINGLE, "ray.cancel of a bare async actor task"),
+        _figure(f"a swarm of {SWARM} stopped (IMMEDIATE), every checkpoint durable", rows[1], TARGET_SWARM,
+                f"parallel ping of {SWARM} bare actors + {SWARM} fsyncs"),
+    ]  # fmt: skip
+    met = all(f["met"] for f in figures)
+    path = _report.write(NAME, {"quick": args.quick, "samples": samples, "figures": figures, "rows": rows})
+    print(f"targets (single <= {TARGET_SINGLE}x, swarm <= {TARGET_SWARM}x): {'met' if met else 'NOT met'}"
+          f"{' (not judged with --quick)' if args.quick else ''}; written to {path}")
+    return met or args.quick
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if main() else 1)
