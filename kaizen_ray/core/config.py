@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -96,6 +97,10 @@ class AutonomousConfig(_Config):
     storage_path: Path | str | None = Field(
         default=None, description="A folder or a URI (s3://, gs://, hdfs://, file://); None: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints"
     )
+    checkpoint_key: SecretStr | None = Field(
+        default=None,
+        description="Sign checkpoints with this key (HMAC-SHA256) and refuse unsigned ones; None: $KAIZEN_RAY_CHECKPOINT_KEY, else unsigned",
+    )
     raise_on_interrupt: bool = False
     hook_timeout_s: float = Field(default=5.0, description="Longest a hook may run before it is abandoned.")
     # The model, for agents whose cycles call one (a Signature, tools): see kaizen_ray.llm.
@@ -117,6 +122,13 @@ class AutonomousConfig(_Config):
     @classmethod
     def _timeouts(cls, value: float, info: Any) -> float:
         return _seconds(value, info.field_name)
+
+    @field_validator("checkpoint_key", mode="after")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("checkpoint_key must be a non-empty key, got an empty one (None: unsigned)")
+        return value
 
     @field_validator("storage_path", mode="before")
     @classmethod
