@@ -26,7 +26,7 @@ from kaizen_ray.core.checkpoint import CheckpointError
 from kaizen_ray.core.interrupts import InterruptReason
 from kaizen_ray.core.results import RunStatus, run_result, supervisor_result
 from kaizen_ray.runtime._actors import death_cause, gone
-from kaizen_ray.runtime.agent_actor import load_from_store
+from kaizen_ray.runtime.agent_actor import as_pickled, load_from_store
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
@@ -102,7 +102,7 @@ async def _latest(store: Any, storage_path: str, agent: str) -> Any:
 @ray.remote(num_cpus=0, max_retries=0)
 def watch_task(actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
     """``handle.start()``'s ObjectRef: a zero-CPU task that watches one run."""
-    return asyncio.run(watch_run(actor, agent, storage_path, store, task, resume))
+    return as_pickled(asyncio.run(watch_run(actor, agent, storage_path, store, task, resume)))
 
 
 async def watch_supervisor(actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None) -> dict[str, Any]:
