@@ -46,6 +46,7 @@ REGISTERED: tuple[str, ...] = (
     "deadline_queue",
     "control_latency",
     "llm_cancel",
+    "checkpoint_cost",
 )
 
 

@@ -45,13 +45,14 @@ from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
 from kaizen_ray.runtime._proxy import child_key
 from kaizen_ray.runtime._run_control import RunControl, settle
+from kaizen_ray.runtime._shipping import as_pickled
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime.budget import RayBudgetClient
 from kaizen_ray.runtime.checkpoints import get_or_create_store
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
-__all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "StoreSink", "as_pickled", "load_from_store", "shippable_result"]
+__all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "StoreSink", "load_from_store", "shippable_result"]
 
 
 class StoreSink:
@@ -395,36 +396,6 @@ class AgentActor(ControlMethods):
             self._run_going = False
         settle(done, result)
         return as_pickled(result)  # type: ignore[return-value]  # the caller receives the dict
-
-
-def as_pickled(result: dict[str, Any]) -> Any:
-    """``result`` wrapped to leave an actor or task pickled, not msgpack-packed; the caller receives the dict.
-
-    >>> import pickle; pickle.loads(pickle.dumps(as_pickled({"status": "completed"})))
-    {'status': 'completed'}
-    """
-    return _Pickled(result)
-
-
-class _Pickled:
-    """A result on its way out of the actor, pickled (protocol 5) instead of msgpack-packed; it arrives as the dict.
-
-    Ray msgpack-packs a returned dict, which costs about twice what pickling
-    does for a state of many megabytes (the state's bytes are copied through
-    msgpack's growing buffer). msgpack does not know this class, so Ray
-    pickles it, and ``__reduce__`` makes it unpickle as the plain dict.
-
-    >>> import pickle; pickle.loads(pickle.dumps(_Pickled({"status": "completed"})))
-    {'status': 'completed'}
-    """
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: dict[str, Any]) -> None:
-        self.value = value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (dict, (self.value,))
 
 
 def shippable_result(result: dict[str, Any], pickled_state: Any = None) -> dict[str, Any]:

@@ -49,6 +49,7 @@ __all__ = ["CheckpointStore", "CheckpointStoreLogic", "STORE_NAME", "get_or_crea
 
 STORE_NAME = "kaizen-checkpoints"
 _FLUSH_THREADS = 16  # writes wait on fsync (the GIL is released): threads, not cores, bound them
+_INLINE_PUT_BYTES = 1 << 20
 _QueueItem = tuple[FileCheckpointStorage, str, str, Any, "asyncio.Future[None] | None"]
 
 
@@ -165,8 +166,10 @@ class CheckpointStoreLogic:
         self.saved += 1
         done: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
         self._enqueue(key, (storage, agent, checkpoint_id, data, done))
-        # The put (a copy into the object store) runs beside the write, in another thread.
-        ref = await asyncio.get_running_loop().run_in_executor(self._pool, self._put, data)
+        if _size(data) < _INLINE_PUT_BYTES:
+            ref = self._put(data)  # cheaper than the hop to a thread and back
+        else:  # a copy of many megabytes: beside the write, in another thread
+            ref = await asyncio.get_running_loop().run_in_executor(self._pool, self._put, data)
         if checkpoint_id in refs:  # not dropped meanwhile by a failed write or the bound
             refs[checkpoint_id] = ref
         self._trim(storage.path, agent)
@@ -239,6 +242,11 @@ class CheckpointStore:
 
     async def ping(self) -> bool:
         return True
+
+
+def _size(data: Any) -> int:
+    parts = data if isinstance(data, (list, tuple)) else [data]
+    return sum(memoryview(p).nbytes for p in parts)
 
 
 def _put(data: Any) -> Any:
