@@ -74,6 +74,16 @@ class Pricing(_Config):
     output_per_million: float = Field(ge=0, allow_inf_nan=False)
 
 
+class _HiddenKey:
+    """Stands in for a checkpoint key of the wrong type in error messages: its type, never its value."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"<a {self.type_name}, hidden>"
+
+
 class AutonomousConfig(_Config):
     """How one agent runs and stops.
 
@@ -122,6 +132,14 @@ class AutonomousConfig(_Config):
     @classmethod
     def _timeouts(cls, value: float, info: Any) -> float:
         return _seconds(value, info.field_name)
+
+    @field_validator("checkpoint_key", mode="before")
+    @classmethod
+    def _key_type(cls, value: Any) -> Any:
+        # A key of the wrong type must not be echoed in the error: the input is replaced by its type.
+        if value is None or isinstance(value, (str, SecretStr)):
+            return value
+        return _HiddenKey(type(value).__name__)
 
     @field_validator("checkpoint_key", mode="after")
     @classmethod

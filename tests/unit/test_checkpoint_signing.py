@@ -199,3 +199,9 @@ def test_a_signature_error_is_a_corrupt_error_and_survives_pickling():
     err = CheckpointSignatureError("/x/a/ck-1.ckpt", "it is not signed, and a checkpoint key is set")
     back = pickle.loads(pickle.dumps(err))
     assert isinstance(back, CheckpointCorruptError) and str(back) == str(err) and back.path == err.path
+
+
+def test_a_key_of_the_wrong_type_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError) as err:
+        kr.AutonomousConfig(checkpoint_key=98765432)
+    assert "checkpoint_key" in str(err.value) and "int" in str(err.value) and "98765432" not in str(err.value)
