@@ -63,6 +63,7 @@ REGISTERED: tuple[str, ...] = (
     "interrupt_visibility",
     "actor_memory",
     "stop_latency",
+    "checkpoint_cost",
 )
 
 

@@ -49,6 +49,7 @@ def _list(storage: str | None, agent: str | None, as_json: bool) -> int:
     return 0
 
 
+# Signed checkpoints: the key is $KAIZEN_RAY_CHECKPOINT_KEY of this process, read by FileCheckpointStorage.
 @click.group(invoke_without_command=True)
 @click.option("--storage", default=None, help=_STORAGE_HELP)
 @click.option("--agent", default=None, help="only this agent's checkpoints")
@@ -108,7 +109,12 @@ def show(checkpoint_id: str, storage: str | None, as_json: bool) -> int:
 @click.option("--agent", default=None, help="only this agent's checkpoints")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def verify(storage: str | None, agent: str | None, as_json: bool) -> int:
-    """Read and check every checkpoint file in full; exit 1 naming each corrupt one."""
+    """Read and check every checkpoint file in full; exit 1 naming each corrupt one.
+
+    With $KAIZEN_RAY_CHECKPOINT_KEY set, an unsigned or badly signed file is
+    named too (and never unpickled); `ls` leaves such files out and `show`
+    refuses them.
+    """
     from kaizen_ray.core.checkpoint import CheckpointError, FileCheckpointStorage
 
     storage, agent, as_json = _merged(storage, agent, as_json)

@@ -69,7 +69,7 @@ class BaseAutonomousAgent:
         # An agent's handlers act during its runs only (armed at each start).
         self.interrupt_manager.scope_to_runs()
         self.hooks = HookManager(timeout_s=self.config.hook_timeout_s)
-        self.storage = FileCheckpointStorage(self.config.storage_path)
+        self.storage = FileCheckpointStorage(self.config.storage_path, key=self.config.checkpoint_key)
         self._run: AgentRun | None = None  # the current run, else the last one
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -73,6 +74,16 @@ class Pricing(_Config):
     output_per_million: float = Field(ge=0, allow_inf_nan=False)
 
 
+class _HiddenKey:
+    """Stands in for a checkpoint key of the wrong type in error messages: its type, never its value."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"<a {self.type_name}, hidden>"
+
+
 class AutonomousConfig(_Config):
     """How one agent runs and stops.
 
@@ -96,6 +107,10 @@ class AutonomousConfig(_Config):
     storage_path: Path | str | None = Field(
         default=None, description="A folder or a URI (s3://, gs://, hdfs://, file://); None: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints"
     )
+    checkpoint_key: SecretStr | None = Field(
+        default=None,
+        description="Sign checkpoints with this key (HMAC-SHA256) and refuse unsigned ones; None: $KAIZEN_RAY_CHECKPOINT_KEY, else unsigned",
+    )
     raise_on_interrupt: bool = False
     hook_timeout_s: float = Field(default=5.0, description="Longest a hook may run before it is abandoned.")
     # The model, for agents whose cycles call one (a Signature, tools): see kaizen_ray.llm.
@@ -117,6 +132,21 @@ class AutonomousConfig(_Config):
     @classmethod
     def _timeouts(cls, value: float, info: Any) -> float:
         return _seconds(value, info.field_name)
+
+    @field_validator("checkpoint_key", mode="before")
+    @classmethod
+    def _key_type(cls, value: Any) -> Any:
+        # A key of the wrong type must not be echoed in the error: the input is replaced by its type.
+        if value is None or isinstance(value, (str, SecretStr)):
+            return value
+        return _HiddenKey(type(value).__name__)
+
+    @field_validator("checkpoint_key", mode="after")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("checkpoint_key must be a non-empty key, got an empty one (None: unsigned)")
+        return value
 
     @field_validator("storage_path", mode="before")
     @classmethod

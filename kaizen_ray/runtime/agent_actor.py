@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
 import time
 from typing import Any
@@ -34,7 +35,8 @@ from kaizen_ray.core.checkpoint import (
     CheckpointSerializationError,
     FileCheckpointStorage,
     decode_checkpoint,
-    encode_checkpoint,
+    encode_parts,
+    resolve_key,
     resolve_latest,
 )
 from kaizen_ray.core.checkpoint._format import _find_unpicklable
@@ -57,23 +59,34 @@ __all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "StoreSink", "load_fr
 
 
 class StoreSink:
-    """The agent's checkpoint sink on Ray: encode here, keep and flush in the store actor."""
+    """The agent's checkpoint sink on Ray: encode (and sign, with a key) here, keep and flush in the store actor.
 
-    def __init__(self, store: Any, storage_path: str, observer: RunObserver = NULL_OBSERVER) -> None:
+    ``key``: the checkpoint key (``AutonomousConfig.checkpoint_key``), else
+    ``$KAIZEN_RAY_CHECKPOINT_KEY`` of this process. ``observer`` hears each
+    save's seconds and bytes (the metrics).
+    """
+
+    def __init__(self, store: Any, storage_path: str, observer: RunObserver = NULL_OBSERVER, key: Any = None) -> None:
         self.store = store
         self.storage_path = storage_path
         self.observer = observer
+        self.key = resolve_key(key)
+        self.last_state: Any = None  # the state last encoded: known to pickle (see shippable_result)
 
     async def save(self, checkpoint: Checkpoint, *, durable: bool) -> str:
         started = time.perf_counter()
-        data = encode_checkpoint(checkpoint)  # a state cloudpickle refuses fails here, naming agent and type
+        # A state cloudpickle refuses fails here, naming agent and type.
+        head, payload = encode_parts(checkpoint, key=self.key)
+        self.last_state = checkpoint.state
+        # Out of band: Ray copies the payload once into the object store, the store reads it in place.
+        data = [head, pickle.PickleBuffer(payload)]
         checkpoint_id = await self.store.save.remote(self.storage_path, checkpoint.agent, checkpoint.id, data, durable)
         # Measured here, where both are known: encoding included, up to the store's ack (on disk when durable).
-        self.observer.on_checkpoint(time.perf_counter() - started, len(data))
+        self.observer.on_checkpoint(time.perf_counter() - started, len(head) + len(payload))
         return checkpoint_id
 
     async def load(self, agent: str, checkpoint_id: str) -> Checkpoint:
-        return await load_from_store(self.store, self.storage_path, agent, checkpoint_id)
+        return await load_from_store(self.store, self.storage_path, agent, checkpoint_id, key=self.key)
 
     async def last_durable(self, agent: str) -> str | None:
         """The newest checkpoint of ``agent`` on disk once the store's queue has drained (None if unknown)."""
@@ -84,26 +97,28 @@ class StoreSink:
         return await self.store.last_flushed.remote(self.storage_path, agent)
 
 
-async def load_from_store(store: Any, storage_path: str, agent: str, checkpoint_id: str) -> Checkpoint:
-    """A checkpoint by id, or ``"latest"``: the newest good one of ``agent`` (corrupt ones skipped)."""
+async def load_from_store(
+    store: Any, storage_path: str, agent: str, checkpoint_id: str, *, key: Any = None
+) -> Checkpoint:
+    """A checkpoint by id, or ``"latest"``: the newest good one of ``agent`` (corrupt ones skipped).
+
+    With a key (``key``, else ``$KAIZEN_RAY_CHECKPOINT_KEY``), unsigned or badly signed ones are refused (skipped by ``"latest"``).
+    """
+    key = resolve_key(key)
     if checkpoint_id != "latest":
-        return await _load_one(store, storage_path, checkpoint_id)
+        return await asyncio.to_thread(_load_one_sync, store, storage_path, checkpoint_id, key)
     candidates = await store.candidates.remote(storage_path, agent)
     # The one "latest" resolver, run in a thread: its loads are blocking ray.get calls.
     return await asyncio.to_thread(
-        resolve_latest, agent, candidates, lambda cid: _load_one_sync(store, storage_path, cid), storage_path
+        resolve_latest, agent, candidates, lambda cid: _load_one_sync(store, storage_path, cid, key), storage_path
     )
 
 
-async def _load_one(store: Any, storage_path: str, checkpoint_id: str) -> Checkpoint:
-    return await asyncio.to_thread(_load_one_sync, store, storage_path, checkpoint_id)
-
-
-def _load_one_sync(store: Any, storage_path: str, checkpoint_id: str) -> Checkpoint:
+def _load_one_sync(store: Any, storage_path: str, checkpoint_id: str, key: bytes | None) -> Checkpoint:
     kind, where = ray.get(store.locate.remote(storage_path, checkpoint_id))
     if kind == "ref":
-        return decode_checkpoint(ray.get(where[0]), source=f"object store ({checkpoint_id})")
-    return FileCheckpointStorage(storage_path).load(checkpoint_id)
+        return decode_checkpoint(ray.get(where[0]), source=f"object store ({checkpoint_id})", key=key)
+    return FileCheckpointStorage(storage_path, key=key).load(checkpoint_id)
 
 
 class AgentRuntime:
@@ -335,7 +350,7 @@ class AgentActor(ControlMethods):
         self._class_name = agent_cls.__name__
         self._storage_path = storage_path
         observer = RayMetricsObserver(name)
-        sink = StoreSink(get_or_create_store(namespace), storage_path, observer)
+        sink = StoreSink(get_or_create_store(namespace), storage_path, observer, key=config.checkpoint_key)
         # The first call from a new process to an actor opens its connection
         # (about 5 ms here): paid now, not by the stop's durable checkpoint.
         self._store_warmed = sink.store.__ray_ready__.remote()
@@ -391,7 +406,9 @@ class AgentActor(ControlMethods):
             await self._system.run_started()
             bar = ProgressBar.attach(self._runtime.agent) if progress else None  # for this run only
             try:
-                result, data = pickled_result(await self._runtime.run(task, resume_from_checkpoint))
+                result, data = pickled_result(
+                    await self._runtime.run(task, resume_from_checkpoint), getattr(self._runtime.sink, "last_state", None)
+                )
             finally:
                 if bar is not None:
                     bar.detach()
@@ -405,7 +422,7 @@ class AgentActor(ControlMethods):
         return data
 
 
-def pickled_result(result: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+def pickled_result(result: dict[str, Any], pickled_state: Any = None) -> tuple[dict[str, Any], bytes]:
     """``result`` made shippable (:func:`shippable_result`) and its one pickle, made with cloudpickle.
 
     >>> r, data = pickled_result({"agent": "a1", "state": {"n": 1}, "output": None, "error": None})
@@ -415,12 +432,15 @@ def pickled_result(result: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     try:
         return result, ray.cloudpickle.dumps(result)
     except Exception:  # noqa: BLE001 - found and reported key by key
-        result = shippable_result(result)
+        result = shippable_result(result, pickled_state)
         return result, ray.cloudpickle.dumps(result)
 
 
-def shippable_result(result: dict[str, Any]) -> dict[str, Any]:
+def shippable_result(result: dict[str, Any], pickled_state: Any = None) -> dict[str, Any]:
     """``result`` made picklable for its trip to the caller: a state or output cloudpickle refuses is dropped.
+
+    ``pickled_state``: a state just pickled for a checkpoint; when the result
+    holds that very object, it is not pickled a second time to check it.
 
     Ray would otherwise fail the call with a bare ``TypeError`` that names
     neither the agent nor where the culprit is; the error says both instead
@@ -431,8 +451,9 @@ def shippable_result(result: dict[str, Any]) -> dict[str, Any]:
     >>> r["state"], str(r["error"]).split(";")[0]
     (None, "cannot checkpoint agent 'a1': result['state']['lock'] is a _thread.lock")
     """
+    known = pickled_state is not None and result.get("state") is pickled_state
     try:
-        ray.cloudpickle.dumps(result)
+        ray.cloudpickle.dumps({**result, "state": None} if known else result)
         return result
     except Exception:  # noqa: BLE001 - found and reported key by key below
         pass

@@ -7,18 +7,27 @@ the core's atomic file format. A storage path is a folder or a URI
 (``s3://...``): passed around as the str it is, resolved only by the core's
 storage seam, never by ``Path(...)`` here.
 
-Flushing: one writer task drains one queue, so files land in the order the
-saves arrived. A durable save returns once its file is on disk; a periodic one
-returns once it is in the object store (write-behind). A failed write-behind
-flush is never dropped silently: the next save or flush for that storage path
-raises it.
+Flushing: one writer task per agent drains that agent's queue, so an agent's
+files land in the order its saves arrived, while different agents' files are
+written (and fsynced) at the same time in a thread pool: a swarm stopped at
+once is not flushed one agent after another. A durable save returns once its
+file is on disk; a periodic one returns once it is in the object store
+(write-behind). A failed write-behind flush is never dropped silently: the
+next save or flush for that storage path raises it.
+
+One copy on the way: the agent sends ``[head, PickleBuffer(payload)]`` (see
+``StoreSink``), which Ray hands over out of band, as a read-only view of the
+object store; the store writes that view to disk with ``writev`` and, in
+another thread at the same time, ``ray.put``s it as its own object.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +48,9 @@ logger = logging.getLogger("kaizen_ray.checkpoints")
 __all__ = ["CheckpointStore", "CheckpointStoreLogic", "STORE_NAME", "get_or_create_store"]
 
 STORE_NAME = "kaizen-checkpoints"
+_FLUSH_THREADS = 16  # writes wait on fsync (the GIL is released): threads, not cores, bound them
+_INLINE_PUT_BYTES = 1 << 20
+_QueueItem = tuple[FileCheckpointStorage, str, str, Any, "asyncio.Future[None] | None"]
 
 
 class CheckpointStoreLogic:
@@ -47,14 +59,16 @@ class CheckpointStoreLogic:
     ``put`` turns bytes into a handle (``ray.put`` in the actor; identity in tests).
     """
 
-    def __init__(self, put: Callable[[bytes], Any] = lambda data: data, keep_per_agent: int = 4) -> None:
+    def __init__(self, put: Callable[[Any], Any] = lambda data: data, keep_per_agent: int = 4) -> None:
         self._put = put
         self._keep = keep_per_agent
         self._storages: dict[Path | str, FileCheckpointStorage] = {}
         # (storage root, agent) -> checkpoint id -> object ref, oldest first.
         self._refs: dict[tuple[Path | str, str], OrderedDict[str, Any]] = {}
-        self._queue: asyncio.Queue[tuple[FileCheckpointStorage, str, str, bytes, asyncio.Future[None] | None]] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        # (storage root, agent) -> its queue and the task draining it (gone when the queue is empty).
+        self._queues: dict[tuple[Path | str, str], asyncio.Queue[_QueueItem]] = {}
+        self._writers: dict[tuple[Path | str, str], asyncio.Task[None]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=_FLUSH_THREADS, thread_name_prefix="kaizen-ckpt-flush")
         self._failures: dict[Path | str, BaseException] = {}
         # Saved but not yet on disk: their refs are the only copy, never evicted.
         self._unflushed: set[tuple[Path | str, str]] = set()
@@ -73,22 +87,32 @@ class CheckpointStoreLogic:
         root = resolve_storage_path(storage_path)
         found = self._storages.get(root)
         if found is None:
+            # The store writes bytes an agent encoded (and signed, see _sign) and never unpickles them.
             found = FileCheckpointStorage(root)
             found.ensure_writable()
             self._storages[root] = found
         return found
 
-    def _start_writer(self) -> None:
-        if self._writer is None or self._writer.done():
-            self._queue = asyncio.Queue()
-            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+    def _enqueue(self, key: tuple[Path | str, str], item: _QueueItem) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = asyncio.Queue()
+        queue.put_nowait(item)
+        if key not in self._writers:
+            self._writers[key] = asyncio.get_running_loop().create_task(self._drain(key, queue))
 
-    async def _write_forever(self) -> None:
-        assert self._queue is not None
+    async def _drain(self, key: tuple[Path | str, str], queue: asyncio.Queue[_QueueItem]) -> None:
+        """Write one agent's queued checkpoints in order; end when its queue is empty."""
+        loop = asyncio.get_running_loop()
         while True:
-            storage, agent, checkpoint_id, data, done = await self._queue.get()
             try:
-                await asyncio.to_thread(storage.write_bytes, agent, checkpoint_id, data)
+                storage, agent, checkpoint_id, data, done = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                # No await between the empty queue and these lines: a save cannot slip in unseen.
+                del self._writers[key], self._queues[key]
+                return
+            try:
+                await loop.run_in_executor(self._pool, storage.write_bytes, agent, checkpoint_id, data)
             except Exception as exc:  # noqa: BLE001 - handed to the waiter or kept for the next call
                 logger.error("flushing checkpoint %s of %s to %r failed: %r", checkpoint_id, agent, storage, exc)
                 # Never on disk, so never a good checkpoint to offer: a load or
@@ -106,15 +130,19 @@ class CheckpointStoreLogic:
             finally:
                 self._unflushed.discard((storage.path, checkpoint_id))
                 self._trim(storage.path, agent)
-                self._queue.task_done()
+                queue.task_done()
 
     def _trim(self, root: Path | str, agent: str) -> None:
-        """Drop the oldest flushed refs of ``agent`` beyond ``keep_per_agent``."""
+        """Drop the oldest flushed refs of ``agent`` beyond ``keep_per_agent``.
+
+        Oldest by id (ids sort by creation time), not by arrival: concurrent
+        calls into an async actor may start in another order than they were sent.
+        """
         refs = self._refs.get((root, agent))
         if not refs:
             return
         surplus = len(refs) - self._keep
-        for checkpoint_id in [c for c in refs if (root, c) not in self._unflushed][: max(0, surplus)]:
+        for checkpoint_id in sorted(c for c in refs if (root, c) not in self._unflushed)[: max(0, surplus)]:
             del refs[checkpoint_id]
 
     def _raise_failure(self, root: Path | str) -> None:
@@ -122,29 +150,36 @@ class CheckpointStoreLogic:
         if failure is not None:
             raise failure
 
-    async def save(self, storage_path: str, agent: str, checkpoint_id: str, data: bytes, durable: bool) -> str:
-        """Keep ``data`` in the object store and flush it; durable: on disk before returning."""
+    async def save(self, storage_path: str, agent: str, checkpoint_id: str, data: Any, durable: bool) -> str:
+        """Keep ``data`` in the object store and flush it; durable: on disk before returning.
+
+        ``data``: the file's bytes, or its buffers ``[head, payload]`` (written back to back).
+        """
         validate_agent_name(agent)
         validate_checkpoint_id(checkpoint_id)
         storage = self.storage(storage_path)
         self._raise_failure(storage.path)
-        refs = self._refs.setdefault((storage.path, agent), OrderedDict())
-        refs[checkpoint_id] = self._put(data)
+        key = (storage.path, agent)
+        refs = self._refs.setdefault(key, OrderedDict())
+        refs[checkpoint_id] = None  # its place in the agent's order; the ref follows the put
         self._unflushed.add((storage.path, checkpoint_id))
-        self._trim(storage.path, agent)
         self.saved += 1
-        self._start_writer()
-        assert self._queue is not None
         done: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
-        self._queue.put_nowait((storage, agent, checkpoint_id, data, done))
+        self._enqueue(key, (storage, agent, checkpoint_id, data, done))
+        if _size(data) < _INLINE_PUT_BYTES:
+            ref = self._put(data)  # cheaper than the hop to a thread and back
+        else:  # a copy of many megabytes: beside the write, in another thread
+            ref = await asyncio.get_running_loop().run_in_executor(self._pool, self._put, data)
+        if checkpoint_id in refs:  # not dropped meanwhile by a failed write or the bound
+            refs[checkpoint_id] = ref
+        self._trim(storage.path, agent)
         if done is not None:
             await done
         return checkpoint_id
 
     async def flush(self, storage_path: str | None = None) -> None:
         """Wait until every queued checkpoint is on disk; raise a failed flush."""
-        if self._queue is not None:
-            await self._queue.join()
+        await asyncio.gather(*(queue.join() for queue in list(self._queues.values())))
         roots = [resolve_storage_path(storage_path)] if storage_path else list(self._failures)
         for root in roots:
             self._raise_failure(root)
@@ -164,7 +199,7 @@ class CheckpointStoreLogic:
         """``("ref", [ref])`` while the object is held, else ``("path", file)``."""
         storage = self.storage(storage_path)
         for (root, _agent), refs in self._refs.items():
-            if root == storage.path and checkpoint_id in refs:
+            if root == storage.path and refs.get(checkpoint_id) is not None:
                 return "ref", [refs[checkpoint_id]]  # nested: the caller fetches it, zero-copy
         try:
             return "path", str(storage.find(checkpoint_id))
@@ -185,7 +220,7 @@ class CheckpointStore:
 
     def __init__(self) -> None:
         # Restarted by Ray after a crash: the index is rebuilt from disk on demand.
-        self._logic = CheckpointStoreLogic(put=ray.put)
+        self._logic = CheckpointStoreLogic(put=_put)
 
     def __repr__(self) -> str:
         return repr(self._logic)
@@ -207,6 +242,19 @@ class CheckpointStore:
 
     async def ping(self) -> bool:
         return True
+
+
+def _size(data: Any) -> int:
+    parts = data if isinstance(data, (list, tuple)) else [data]
+    return sum(memoryview(p).nbytes for p in parts)
+
+
+def _put(data: Any) -> Any:
+    """``ray.put`` of the checkpoint's bytes, or of its ``[head, payload]`` buffers with the payload out of band."""
+    if isinstance(data, (list, tuple)):
+        head, payload = data
+        return ray.put([bytes(head), pickle.PickleBuffer(payload)])
+    return ray.put(data)
 
 
 def get_or_create_store(namespace: str | None) -> Any:

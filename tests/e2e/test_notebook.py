@@ -8,7 +8,6 @@ a Ray of its own (``address="local"``), whatever runs on the machine.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Callable

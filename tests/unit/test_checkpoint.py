@@ -130,10 +130,11 @@ def test_the_file_format_is_magic_then_one_json_header_line_then_the_payload(tmp
     header = json.loads(header_line)
 
     assert magic == b"KAIZENRAY-CKPT"
-    assert header["format_version"] == CHECKPOINT_FORMAT_VERSION == 1
+    assert header["format_version"] == CHECKPOINT_FORMAT_VERSION == 2
     assert (header["id"], header["agent"], header["cycle"], header["status"]) == (ckpt.id, "a", 2, "running")
     assert header["payload_size"] == len(payload) and header["metadata"] == {"cost": 2}
-    assert set(header) >= {"payload_sha256", "header_sha256", "created_at", "parent_id", "interrupt_reason"}
+    assert set(header) >= {"payload_crc32", "header_sha256", "created_at", "parent_id", "interrupt_reason"}
+    assert (header["payload_sha256"], header["signature"]) == (None, None)  # unsigned: no key set
 
 
 # -- integrity --------------------------------------------------------------------------
@@ -206,7 +207,7 @@ def _header_edit(**changes):
         (lambda d: b"PK\x03\x04" + d[4:], "wrong magic"),
         (lambda d: d[:40], "truncated header"),
         (lambda d: d.replace(b'{"agent"', b'{"agent" ', 1).replace(b"{", b"[", 1), "bad header JSON"),
-        (_header_edit(format_version=2), "unknown format version 2; this kaizen_ray reads version 1"),
+        (_header_edit(format_version=3), "unknown format version 3; this kaizen_ray reads versions 1, 2"),
         (_header_edit(extra="x"), "unexpected keys ['extra']"),
         (lambda d: d + b"junk", "trailing data after the payload: expected"),
     ],

@@ -25,7 +25,7 @@ EXPECTED = {
     # Checkpoints
     "Checkpoint", "CheckpointInfo", "CheckpointStatus", "list_checkpoints", "load_checkpoint",
     "CheckpointError", "CheckpointNotFoundError", "CheckpointCorruptError",
-    "CheckpointSerializationError", "CheckpointStorageError",
+    "CheckpointSerializationError", "CheckpointSignatureError", "CheckpointStorageError",
     # LLM agents
     "Signature", "InputField", "OutputField",
     # Errors: one root

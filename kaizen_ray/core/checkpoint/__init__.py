@@ -5,7 +5,8 @@ both; this ``__init__`` only re-exports. Import public names from here (or
 from ``kaizen_ray``).
 
 Loading unpickles, which can run code: load only checkpoints your own agents
-wrote.
+wrote, or set a key (``$KAIZEN_RAY_CHECKPOINT_KEY``, ``_sign``) so that
+files not signed with it are refused before they are unpickled.
 
 >>> import tempfile
 >>> folder = tempfile.mkdtemp()
@@ -15,7 +16,7 @@ wrote.
 {'n': 1}
 """
 
-from kaizen_ray.core.checkpoint._format import CHECKPOINT_FORMAT_VERSION, decode_checkpoint, encode_checkpoint
+from kaizen_ray.core.checkpoint._format import CHECKPOINT_FORMAT_VERSION, decode_checkpoint, encode_checkpoint, encode_parts
 from kaizen_ray.core.checkpoint._model import (
     Checkpoint,
     CheckpointCorruptError,
@@ -23,6 +24,7 @@ from kaizen_ray.core.checkpoint._model import (
     CheckpointInfo,
     CheckpointNotFoundError,
     CheckpointSerializationError,
+    CheckpointSignatureError,
     CheckpointStatus,
     CheckpointStorageError,
     default_storage_path,
@@ -42,11 +44,13 @@ from kaizen_ray.core.checkpoint._storage import (
     resolve_latest,
     write_blob,
 )
+from kaizen_ray.core.checkpoint._sign import KEY_ENV, resolve_key
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION", "Checkpoint", "CheckpointCorruptError", "CheckpointError", "CheckpointInfo",
-    "CheckpointNotFoundError", "CheckpointSerializationError", "CheckpointStatus", "CheckpointStorageError",
-    "FileCheckpointStorage", "atomic_write_bytes", "decode_checkpoint", "default_storage_path", "encode_checkpoint",
+    "CheckpointNotFoundError", "CheckpointSerializationError", "CheckpointSignatureError", "CheckpointStatus",
+    "CheckpointStorageError", "FileCheckpointStorage", "KEY_ENV", "atomic_write_bytes", "decode_checkpoint",
+    "default_storage_path", "encode_checkpoint", "encode_parts", "resolve_key",
     "join_storage_path", "list_checkpoints", "load_checkpoint", "new_checkpoint_id", "read_blob", "resolve_latest", "resolve_storage_path",
     "storage_scheme", "validate_agent_name", "validate_checkpoint_id", "write_blob",
 ]  # fmt: skip

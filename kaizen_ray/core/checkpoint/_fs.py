@@ -43,7 +43,8 @@ __all__ = [
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 _OBJECT_STORES = frozenset({"s3", "gcs"})  # pyarrow type_name of stores where one object write is atomic
-_HEAD_CHUNK = 64 * 1024  # first read of a header: most headers are far smaller
+_HEAD_CHUNK = 64 * 1024
+_IOV_MAX = 512  # well under every system's IOV_MAX (1024 on Linux and macOS)  # first read of a header: most headers are far smaller
 
 
 # -- local folders: temp file, fsync, rename, fsync of the folder ---------------------------
@@ -81,15 +82,34 @@ def _make_private_dirs(path: Path) -> None:
         _fsync_dir(folder.parent)  # make the new entry itself durable
 
 
-def atomic_write_bytes(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` so that readers see the old file or the whole new one.
+def _buffers(data: Any) -> list[memoryview]:
+    """``data`` (bytes-like, or a list/tuple of them) as flat byte views: what ``writev`` takes, uncopied."""
+    parts = data if isinstance(data, (list, tuple)) else [data]
+    return [memoryview(p).cast("B") for p in parts if len(memoryview(p))]
+
+
+def _write_all(fd: int, data: Any) -> None:
+    """Every byte of ``data`` (one buffer or several) to ``fd``: ``writev``, resumed after short writes."""
+    views = _buffers(data)
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX]) if hasattr(os, "writev") else os.write(fd, views[0])
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0], written = views[0][written:], 0
+
+
+def atomic_write_bytes(final: Path, data: Any) -> None:
+    """Write ``data`` (bytes-like, or a list of buffers written back to back) to ``final`` so that readers see the old file or the whole new one.
 
     Temp file in the same private folder (0700; file 0600), fsync, rename,
     fsync of the folder. On failure the temp file is removed and the OSError
-    raised; ``final`` is untouched.
+    raised; ``final`` is untouched. Several buffers go out in one ``writev``:
+    a big payload is never copied to join it to its header.
 
     >>> import tempfile; target = Path(tempfile.mkdtemp()) / "sub" / "x.bin"
-    >>> atomic_write_bytes(target, b"hi"); target.read_bytes(), oct(target.stat().st_mode & 0o777)
+    >>> atomic_write_bytes(target, [b"h", b"i"]); target.read_bytes(), oct(target.stat().st_mode & 0o777)
     (b'hi', '0o600')
     """
     folder = final.parent
@@ -97,12 +117,13 @@ def atomic_write_bytes(final: Path, data: bytes) -> None:
     tmp = folder / f".{final.name}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
+        try:
             if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o600)  # the umask may have taken bits off
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+                os.fchmod(fd, 0o600)  # the umask may have taken bits off
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -171,7 +192,7 @@ def open_uri(uri: str) -> tuple[Any, str]:
     return _open_cached(uri, _env_key())
 
 
-def write_atomic(fs: Any, path: str, data: bytes) -> None:
+def write_atomic(fs: Any, path: str, data: Any) -> None:
     """Place ``data`` at ``path`` so that a reader sees the old file or the whole new one.
 
     Object stores: one stream to the final key (the object appears when the
@@ -180,7 +201,8 @@ def write_atomic(fs: Any, path: str, data: bytes) -> None:
     with _as_oserror():
         if fs.type_name in _OBJECT_STORES:
             stream = fs.open_output_stream(path)
-            stream.write(data)
+            for part in _buffers(data):
+                stream.write(part)
             stream.close()  # the upload completes here, or raises
             return
         parent, _, name = path.rpartition("/")
@@ -189,7 +211,8 @@ def write_atomic(fs: Any, path: str, data: bytes) -> None:
         tmp = f"{parent}/.{name}.{secrets.token_hex(4)}.tmp"
         try:
             with fs.open_output_stream(tmp) as stream:
-                stream.write(data)
+                for part in _buffers(data):
+                    stream.write(part)
             fs.move(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -264,8 +287,8 @@ class ArrowFolder:
         base = self._open()[1]
         return self.where + path[len(base):] if path.startswith(base) else path
 
-    def write(self, path: str, data: bytes) -> None:
-        """Atomically place ``data`` at ``path`` (see :func:`write_atomic`)."""
+    def write(self, path: str, data: Any) -> None:
+        """Atomically place ``data`` (bytes, or a list of buffers) at ``path`` (see :func:`write_atomic`)."""
         write_atomic(self._open()[0], path, data)
 
     def read(self, path: str) -> bytes:

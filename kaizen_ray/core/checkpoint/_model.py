@@ -30,7 +30,7 @@ from kaizen_ray.core.interrupts import InterruptReason
 
 __all__ = [
     "CheckpointStatus", "CheckpointError", "CheckpointNotFoundError",
-    "CheckpointCorruptError", "CheckpointSerializationError", "CheckpointStorageError",
+    "CheckpointCorruptError", "CheckpointSignatureError", "CheckpointSerializationError", "CheckpointStorageError",
     "Checkpoint", "CheckpointInfo", "new_checkpoint_id", "validate_agent_name",
     "validate_checkpoint_id", "default_storage_path", "resolve_storage_path", "storage_scheme",
     "SUPPORTED_SCHEMES",
@@ -96,6 +96,24 @@ class CheckpointCorruptError(CheckpointError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.problem))
+
+
+class CheckpointSignatureError(CheckpointCorruptError):
+    """A checkpoint refused because a key is set and its signature is missing or wrong; nothing was unpickled.
+
+    A kind of :class:`CheckpointCorruptError`, so listings and ``"latest"``
+    skip such files as they skip damaged ones.
+
+    >>> str(CheckpointSignatureError("/d/a/ck-1.ckpt", "it is not signed, and a checkpoint key is set"))
+    'checkpoint /d/a/ck-1.ckpt is refused: it is not signed, and a checkpoint key is set'
+    """
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.args = (f"checkpoint {path} is refused: {problem}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class CheckpointSerializationError(CheckpointError, TypeError):

@@ -29,7 +29,7 @@ from kaizen_ray.core.checkpoint._format import (
     _parse_header,
     _read_header_info,
     _size_problem,
-    encode_checkpoint,
+    encode_parts,
 )
 from kaizen_ray.core.checkpoint._fs import (
     _O_CLOEXEC,
@@ -53,6 +53,7 @@ from kaizen_ray.core.checkpoint._model import (
     validate_agent_name,
     validate_checkpoint_id,
 )
+from kaizen_ray.core.checkpoint._sign import resolve_key
 
 logger = logging.getLogger("kaizen_ray.checkpoint")
 
@@ -76,6 +77,11 @@ class FileCheckpointStorage:
     inside it: in-process use only, since a filesystem object does not travel
     to other nodes by name.
 
+    ``key`` (str, bytes or ``SecretStr``; default ``$KAIZEN_RAY_CHECKPOINT_KEY``):
+    sign what is written, and refuse to read (or list) a file whose signature
+    is missing or wrong, before anything is unpickled. No key: unsigned, as
+    before; signatures are then not checked.
+
     >>> import tempfile
     >>> store = FileCheckpointStorage(tempfile.mkdtemp())
     >>> ck = Checkpoint.new("sup/child", 2, "interrupted", {"x": 1})
@@ -87,7 +93,8 @@ class FileCheckpointStorage:
     's3://bucket/ckpts'
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, filesystem: Any = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, filesystem: Any = None, key: Any = None) -> None:
+        self._key = resolve_key(key)
         self._remote: ArrowFolder | None = None
         if filesystem is not None:
             if path is None:
@@ -102,7 +109,12 @@ class FileCheckpointStorage:
         self._shown: Path | str = self.path if self._remote is None else self._remote.where
 
     def __repr__(self) -> str:
-        return f"FileCheckpointStorage({str(self._shown)!r})"
+        return f"FileCheckpointStorage({str(self._shown)!r}{', signed' if self._key else ''})"
+
+    @property
+    def signed(self) -> bool:
+        """Whether this storage signs what it writes and checks signatures on read (a key is set)."""
+        return self._key is not None
 
     def ensure_writable(self) -> Path | str:
         """Create the folder (0o700) if needed and prove a file can be made in it; return :attr:`path`."""
@@ -139,12 +151,17 @@ class FileCheckpointStorage:
         return self._show(self._where(agent, checkpoint_id))
 
     def write(self, ckpt: Checkpoint) -> Path | str:
-        """Encode and write ``ckpt`` atomically; return its path."""
-        return self.write_bytes(ckpt.agent, ckpt.id, encode_checkpoint(ckpt))
+        """Encode (and sign, with a key) and write ``ckpt`` atomically; return its path."""
+        return self.write_bytes(ckpt.agent, ckpt.id, list(encode_parts(ckpt, key=self._key)))
 
-    def write_bytes(self, agent: str, checkpoint_id: str, data: bytes) -> Path | str:
-        """Atomically place ``data`` at :meth:`path_for`: readers see the old file or the whole new one.
+    def encode(self, ckpt: Checkpoint) -> tuple[bytes, bytes]:
+        """``ckpt`` as the two buffers of its file (signed with this storage's key, if any), for :meth:`write_bytes`."""
+        return encode_parts(ckpt, key=self._key)
 
+    def write_bytes(self, agent: str, checkpoint_id: str, data: Any) -> Path | str:
+        """Atomically place ``data`` (bytes, or a list of buffers written back to back) at :meth:`path_for`.
+
+        Readers see the old file or the whole new one.
         On disk: temp file, fsync, rename, fsync folder. At a URI: see ``_fs``.
         On failure nothing is left half-written and the error is raised
         (OSError as CheckpointStorageError).
@@ -157,7 +174,7 @@ class FileCheckpointStorage:
                 atomic_write_bytes(Path(final), data)
         except OSError as exc:
             raise CheckpointStorageError(self._shown, f"writing {self._show(final)}: {_why(exc)}") from exc
-        logger.debug("wrote checkpoint %s (%d bytes)", self._show(final), len(data))
+        logger.debug("wrote checkpoint %s", self._show(final))
         return self._show(final)
 
     def _find(self, checkpoint_id: str) -> Path | str:
@@ -255,13 +272,13 @@ class FileCheckpointStorage:
             raise CheckpointNotFoundError(_name(path).removesuffix(".ckpt"), self._shown) from None
         except OSError as exc:
             raise CheckpointStorageError(self._shown, f"reading {shown}: {_why(exc)}") from exc
-        ckpt = _decode(data, shown)
+        ckpt = _decode(data, shown, self._key)
         _check_placement(path, ckpt.id, ckpt.agent, shown)
         return ckpt
 
     def _read_info(self, path: Path | str) -> CheckpointInfo:
         if self._remote is None:
-            info = _read_header_info(Path(path))
+            info = _read_header_info(Path(path), self._key)
         else:
             # Magic and header line by ranged reads, the size from the store: the payload is never fetched.
             shown = self._show(path)
@@ -269,7 +286,7 @@ class FileCheckpointStorage:
             n = len(MAGIC)
             end = head.find(b"\n", n)
             line = head[n:end + 1] if end != -1 else head[n:]
-            header = _parse_header(head[:n], line, shown)
+            header = _parse_header(head[:n], line, shown, self._key)
             if (got := size - n - len(line)) != header["payload_size"]:
                 raise CheckpointCorruptError(shown, _size_problem(header["payload_size"], got))
             info = _build(CheckpointInfo, header, shown, path=shown, payload_size=header["payload_size"])
@@ -323,24 +340,33 @@ def resolve_latest(
 
 
 def list_checkpoints(
-    storage_path: str | os.PathLike[str] | None = None, agent: str | None = None
+    storage_path: str | os.PathLike[str] | None = None, agent: str | None = None, *, key: Any = None
 ) -> list[CheckpointInfo]:
     """Headers of the checkpoints under ``storage_path``, oldest first. No Ray needed.
+
+    With a key (``key=``, else ``$KAIZEN_RAY_CHECKPOINT_KEY``), files without a
+    valid signature are left out, each with a warning.
 
     >>> import tempfile
     >>> list_checkpoints(tempfile.mkdtemp())
     []
     """
-    return FileCheckpointStorage(storage_path).list(agent)
+    return FileCheckpointStorage(storage_path, key=key).list(agent)
 
 
-def load_checkpoint(checkpoint_id: str, storage_path: str | os.PathLike[str] | None = None) -> Checkpoint:
+def load_checkpoint(
+    checkpoint_id: str, storage_path: str | os.PathLike[str] | None = None, *, key: Any = None
+) -> Checkpoint:
     """Load and verify one checkpoint by id. No Ray needed.
+
+    With a key (``key=``, else ``$KAIZEN_RAY_CHECKPOINT_KEY``), a file without a
+    valid signature is refused (:class:`CheckpointSignatureError`) before it
+    is unpickled.
 
     >>> import tempfile
     >>> load_checkpoint("ck-missing", tempfile.mkdtemp())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     kaizen_ray.core.checkpoint._model.CheckpointNotFoundError: no checkpoint 'ck-missing' in ...
     """
-    return FileCheckpointStorage(storage_path).load(checkpoint_id)
+    return FileCheckpointStorage(storage_path, key=key).load(checkpoint_id)
 

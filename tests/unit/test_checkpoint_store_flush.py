@@ -1,0 +1,75 @@
+"""The store's flushes (no Ray started): agents flush side by side, each agent in order, buffers written uncopied."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import threading
+
+import kaizen_ray as kr
+from kaizen_ray.core.checkpoint import FileCheckpointStorage, decode_checkpoint, encode_parts
+from kaizen_ray.runtime.checkpoints import CheckpointStoreLogic
+from tests._support.agents import WAIT_S
+
+
+def _parts(agent: str, cycle: int) -> tuple[str, list]:
+    ckpt = kr.Checkpoint.new(agent, cycle, "interrupted", {"agent": agent, "cycle": cycle})
+    head, payload = encode_parts(ckpt)
+    return ckpt.id, [head, pickle.PickleBuffer(payload)]  # as StoreSink sends them
+
+
+def test_one_agents_durable_save_is_not_held_up_by_another_agents_slow_write(tmp_path, monkeypatch):
+    """A swarm stopped at once: each final save waits for its own fsync, not for the others' in a row."""
+    gate, blocked = threading.Event(), threading.Event()
+    real_write = FileCheckpointStorage.write_bytes
+
+    def slow_for_a1(self, agent, checkpoint_id, data):
+        if agent == "sw/a1":
+            blocked.set()
+            assert gate.wait(WAIT_S), "the test never opened the gate"
+        return real_write(self, agent, checkpoint_id, data)
+
+    monkeypatch.setattr(FileCheckpointStorage, "write_bytes", slow_for_a1)
+    logic = CheckpointStoreLogic()
+    (a_id, a_data), (b_id, b_data) = _parts("sw/a1", 1), _parts("sw/a2", 1)
+
+    async def scenario():
+        a_save = asyncio.ensure_future(logic.save(str(tmp_path), "sw/a1", a_id, a_data, durable=True))
+        await asyncio.to_thread(blocked.wait, WAIT_S)
+        # a1's write is stuck in its thread; a2's durable save must still complete.
+        await asyncio.wait_for(logic.save(str(tmp_path), "sw/a2", b_id, b_data, durable=True), WAIT_S)
+        b_on_disk = kr.load_checkpoint(b_id, storage_path=tmp_path).state
+        a_pending = not a_save.done()
+        gate.set()
+        await asyncio.wait_for(a_save, WAIT_S)
+        return b_on_disk, a_pending
+
+    b_on_disk, a_pending = asyncio.run(scenario())
+    assert b_on_disk == {"agent": "sw/a2", "cycle": 1} and a_pending
+    assert kr.load_checkpoint(a_id, storage_path=tmp_path).state == {"agent": "sw/a1", "cycle": 1}
+    assert (logic.saved, logic.flushed) == (2, 2)
+
+
+def test_six_concurrent_final_saves_all_land_and_each_agents_files_keep_their_order(tmp_path):
+    logic = CheckpointStoreLogic()
+    saves = {f"sw/a{i}": [_parts(f"sw/a{i}", c) for c in (1, 2, 3)] for i in range(6)}
+
+    async def agent(name: str) -> None:
+        *periodic, (last_id, last) = saves[name]
+        for cid, data in periodic:
+            await logic.save(str(tmp_path), name, cid, data, durable=False)
+        await logic.save(str(tmp_path), name, last_id, last, durable=True)
+
+    async def scenario():
+        await asyncio.gather(*(agent(name) for name in saves))
+        await logic.flush(str(tmp_path))
+
+    asyncio.run(scenario())
+    for name, made in saves.items():
+        listed = kr.list_checkpoints(tmp_path, agent=name)
+        assert [i.id for i in listed] == [cid for cid, _ in made]
+        assert logic.last_flushed(str(tmp_path), name) == made[-1][0]
+    assert logic.flushed == 18
+    # The refs hold the buffers as sent; decoding them gives the state back.
+    kind, [ref] = logic.locate(str(tmp_path), saves["sw/a0"][-1][0])
+    assert kind == "ref" and decode_checkpoint(ref).state == {"agent": "sw/a0", "cycle": 3}
