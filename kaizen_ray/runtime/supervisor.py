@@ -28,6 +28,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import ray
@@ -437,6 +438,8 @@ class Supervisor:
         config = supervisor_config(
             config, strategy=strategy, max_restarts=max_restarts, restart_window_s=restart_window_s, storage_path=storage_path
         )
+        if isinstance(children, (str, bytes)) or not isinstance(children, Iterable):
+            raise ConfigError("children", children, "a list of ChildSpec")
         specs = [c if isinstance(c, ChildSpec) else ChildSpec.model_validate(c) for c in children]
         names = [s.name for s in specs]
         if len(set(names)) != len(names):

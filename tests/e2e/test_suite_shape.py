@@ -60,9 +60,10 @@ def test_the_benchmark_runner_reports_a_crash_as_a_row_and_a_failure(tmp_path: P
         {"figure": "cost", "value": 3, "unit": "us"},
     ])
     table = bench.summary([fine, crashed], quick=True).splitlines()
-    assert "| fine | p99 | 2.5 | ms | 2 | 1.25 | < 2 ms | no |" in table
-    assert "| fine | cost | 3 | us |  |  |  |  |" in table  # no target: nothing to meet
-    assert any(line.startswith("| no_such_benchmark | CRASHED | ModuleNotFoundError") for line in table), table
+    assert "| **fine** |  |  |  |  |  |" in table, table
+    assert "| p99 | 2 ms | < 2 ms | 2.5 ms | 1.25× | not judged |" in table, table  # a quick run judges no goal
+    assert "| cost |  |  | 3 us |  |  |" in table, table  # no baseline, no goal: nothing to meet
+    assert any(line.startswith("| **no_such_benchmark** | CRASHED: ModuleNotFoundError") for line in table), table
 
 
 def test_the_benchmark_runner_doctests_pass() -> None:

@@ -242,12 +242,6 @@ def test_checkpoint_lookups_refuse_an_unsupported_uri_scheme(tmp_path, scheme):
         assert_clear(caught, path, "storage_path")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: kr.list_checkpoints/load_checkpoint given a storage_path that is not a path (0, [], 1.5) raise "
-    "os.fspath's bare TypeError 'expected str, bytes or os.PathLike object, not int', naming neither the value "
-    "nor storage_path (core/checkpoint/_model.py resolve_storage_path; that package is being rewritten)",
-)
 @PURE
 @given(path=st.one_of(st.integers(), st.floats(), containers))
 def test_checkpoint_lookups_refuse_a_storage_path_that_is_not_a_path(path):

@@ -171,11 +171,6 @@ def test_supervisor_spawn_refuses_bad_arguments_at_once(ray_cluster, tmp_path, k
     _refuses_at_once(ray_cluster, tmp_path, kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: kr.Supervisor.spawn(name, children=0) (children not a list) fails with \"'int' object is not "
-    "iterable\", naming neither the value nor children (runtime/supervisor.py spawn; that file is being rewritten)",
-)
 @ON_RAY
 @given(children=st.one_of(st.integers(), st.floats(), st.none()))
 def test_supervisor_spawn_refuses_children_that_are_not_a_list(ray_cluster, tmp_path, children):

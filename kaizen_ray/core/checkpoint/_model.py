@@ -306,6 +306,8 @@ def resolve_storage_path(path: str | os.PathLike[str] | None) -> Path | str:
     """
     if path is None:
         return default_storage_path()
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError("storage_path", path, "a local folder (str or os.PathLike) or a storage URI")
     scheme = storage_scheme(path)
     if scheme == "file":
         return _file_uri_path(str(path))
