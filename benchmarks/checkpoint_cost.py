@@ -106,13 +106,13 @@ class Sender:
         self.store, self.storage = get_or_create_store(namespace), storage
 
     async def save(self, size: int, n: int) -> str:
-        from kaizen_ray.runtime.agent_actor import StoreSink
+        from kaizen_ray.runtime._store_sink import StoreSink
 
         ckpt = kr.Checkpoint.new("bench-sender", 1, "completed", {"blob": blob(size), "n": n})
         return await StoreSink(self.store, self.storage).save(ckpt, durable=True)
 
     def give(self, size: int) -> bytes:
-        from kaizen_ray.runtime.agent_actor import pickled_result
+        from kaizen_ray.runtime._shipping import pickled_result
 
         # As an agent's run() ships its result: pickled once, unpickled by the reader.
         return pickled_result({"status": "completed", "state": {"blob": blob(size), "n": 0}})[1]

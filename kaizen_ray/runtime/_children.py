@@ -26,7 +26,8 @@ from kaizen_ray.core.interrupts import InterruptManager, coerce_source_mode
 from kaizen_ray.core.supervision import manifest_storage_path
 from kaizen_ray.runtime._actors import death_cause, gone
 from kaizen_ray.runtime._watch import watch_run, watch_supervisor
-from kaizen_ray.runtime.agent_actor import AgentActor, load_from_store
+from kaizen_ray.runtime._store_sink import load_from_store
+from kaizen_ray.runtime.agent_actor import AgentActor
 
 logger = logging.getLogger("kaizen_ray.supervisor")
 

@@ -27,7 +27,7 @@ from kaizen_ray.core.checkpoint import CheckpointError
 from kaizen_ray.core.interrupts import InterruptReason
 from kaizen_ray.core.results import RunStatus, end_line, run_result, supervisor_result
 from kaizen_ray.runtime._actors import death_cause, gone
-from kaizen_ray.runtime.agent_actor import load_from_store
+from kaizen_ray.runtime._store_sink import load_from_store
 
 logger = logging.getLogger("kaizen_ray.runtime")
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import threading
-import time
 from typing import Any
 
 import ray
@@ -29,18 +27,7 @@ import ray
 from kaizen_ray.core._local_budget import LocalBudgetClient
 from kaizen_ray.core._observer import NULL_OBSERVER, RunObserver
 from kaizen_ray.core.agent import BaseAutonomousAgent
-from kaizen_ray.core.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    CheckpointSerializationError,
-    FileCheckpointStorage,
-    decode_checkpoint,
-    encode_parts,
-    resolve_key,
-    resolve_latest,
-)
-from kaizen_ray.core.checkpoint._format import _find_unpicklable
-from kaizen_ray.core.checkpoint._model import _type_name
+from kaizen_ray.core.checkpoint import CheckpointError
 from kaizen_ray.core.config import AutonomousConfig
 from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
@@ -49,76 +36,15 @@ from kaizen_ray.runtime._metrics import RayMetricsObserver
 from kaizen_ray.runtime._progress import ProgressBar
 from kaizen_ray.runtime._proxy import child_key
 from kaizen_ray.runtime._run_control import RunControl, settle
+from kaizen_ray.runtime._shipping import pickled_result
+from kaizen_ray.runtime._store_sink import StoreSink
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime.budget import RayBudgetClient
 from kaizen_ray.runtime.checkpoints import get_or_create_store
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
-__all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "StoreSink", "load_from_store", "pickled_result", "shippable_result"]
-
-
-class StoreSink:
-    """The agent's checkpoint sink on Ray: encode (and sign, with a key) here, keep and flush in the store actor.
-
-    ``key``: the checkpoint key (``AutonomousConfig.checkpoint_key``), else
-    ``$KAIZEN_RAY_CHECKPOINT_KEY`` of this process. ``observer`` hears each
-    save's seconds and bytes (the metrics).
-    """
-
-    def __init__(self, store: Any, storage_path: str, observer: RunObserver = NULL_OBSERVER, key: Any = None) -> None:
-        self.store = store
-        self.storage_path = storage_path
-        self.observer = observer
-        self.key = resolve_key(key)
-        self.last_state: Any = None  # the state last encoded: known to pickle (see shippable_result)
-
-    async def save(self, checkpoint: Checkpoint, *, durable: bool) -> str:
-        started = time.perf_counter()
-        # A state cloudpickle refuses fails here, naming agent and type.
-        head, payload = encode_parts(checkpoint, key=self.key)
-        self.last_state = checkpoint.state
-        # Out of band: Ray copies the payload once into the object store, the store reads it in place.
-        data = [head, pickle.PickleBuffer(payload)]
-        checkpoint_id = await self.store.save.remote(self.storage_path, checkpoint.agent, checkpoint.id, data, durable)
-        # Measured here, where both are known: encoding included, up to the store's ack (on disk when durable).
-        self.observer.on_checkpoint(time.perf_counter() - started, len(head) + len(payload))
-        return checkpoint_id
-
-    async def load(self, agent: str, checkpoint_id: str) -> Checkpoint:
-        return await load_from_store(self.store, self.storage_path, agent, checkpoint_id, key=self.key)
-
-    async def last_durable(self, agent: str) -> str | None:
-        """The newest checkpoint of ``agent`` on disk once the store's queue has drained (None if unknown)."""
-        try:
-            await self.store.flush.remote(self.storage_path)
-        except CheckpointError:
-            pass  # the failure the run already reports; what did reach the disk is asked next
-        return await self.store.last_flushed.remote(self.storage_path, agent)
-
-
-async def load_from_store(
-    store: Any, storage_path: str, agent: str, checkpoint_id: str, *, key: Any = None
-) -> Checkpoint:
-    """A checkpoint by id, or ``"latest"``: the newest good one of ``agent`` (corrupt ones skipped).
-
-    With a key (``key``, else ``$KAIZEN_RAY_CHECKPOINT_KEY``), unsigned or badly signed ones are refused (skipped by ``"latest"``).
-    """
-    key = resolve_key(key)
-    if checkpoint_id != "latest":
-        return await asyncio.to_thread(_load_one_sync, store, storage_path, checkpoint_id, key)
-    candidates = await store.candidates.remote(storage_path, agent)
-    # The one "latest" resolver, run in a thread: its loads are blocking ray.get calls.
-    return await asyncio.to_thread(
-        resolve_latest, agent, candidates, lambda cid: _load_one_sync(store, storage_path, cid, key), storage_path
-    )
-
-
-def _load_one_sync(store: Any, storage_path: str, checkpoint_id: str, key: bytes | None) -> Checkpoint:
-    kind, where = ray.get(store.locate.remote(storage_path, checkpoint_id))
-    if kind == "ref":
-        return decode_checkpoint(ray.get(where[0]), source=f"object store ({checkpoint_id})", key=key)
-    return FileCheckpointStorage(storage_path, key=key).load(checkpoint_id)
+__all__ = ["AgentActor", "AgentRuntime", "ControlMethods"]
 
 
 class AgentRuntime:
@@ -420,58 +346,6 @@ class AgentActor(ControlMethods):
             self._run_going = False
         settle(done, result)
         return data
-
-
-def pickled_result(result: dict[str, Any], pickled_state: Any = None) -> tuple[dict[str, Any], bytes]:
-    """``result`` made shippable (:func:`shippable_result`) and its one pickle, made with cloudpickle.
-
-    >>> r, data = pickled_result({"agent": "a1", "state": {"n": 1}, "output": None, "error": None})
-    >>> ray.cloudpickle.loads(data) == r
-    True
-    """
-    try:
-        return result, ray.cloudpickle.dumps(result)
-    except Exception:  # noqa: BLE001 - found and reported key by key
-        result = shippable_result(result, pickled_state)
-        return result, ray.cloudpickle.dumps(result)
-
-
-def shippable_result(result: dict[str, Any], pickled_state: Any = None) -> dict[str, Any]:
-    """``result`` made picklable for its trip to the caller: a state or output cloudpickle refuses is dropped.
-
-    ``pickled_state``: a state just pickled for a checkpoint; when the result
-    holds that very object, it is not pickled a second time to check it.
-
-    Ray would otherwise fail the call with a bare ``TypeError`` that names
-    neither the agent nor where the culprit is; the error says both instead
-    (the run's own error, if any, is kept: it usually names the same culprit).
-
-    >>> import threading
-    >>> r = shippable_result({"agent": "a1", "state": {"lock": threading.Lock()}, "output": None, "error": None})
-    >>> r["state"], str(r["error"]).split(";")[0]
-    (None, "cannot checkpoint agent 'a1': result['state']['lock'] is a _thread.lock")
-    """
-    known = pickled_state is not None and result.get("state") is pickled_state
-    try:
-        ray.cloudpickle.dumps({**result, "state": None} if known else result)
-        return result
-    except Exception:  # noqa: BLE001 - found and reported key by key below
-        pass
-    result = type(result)(result)  # a RunResult stays one
-    for key in ("state", "output"):
-        try:
-            ray.cloudpickle.dumps(result[key])
-        except Exception as exc:  # noqa: BLE001 - reported in the result's error
-            where, culprit = _find_unpicklable(result[key], f"result[{key!r}]")
-            error = CheckpointSerializationError(
-                result["agent"], _type_name(culprit), where,
-                f"cloudpickle cannot serialise it ({type(exc).__name__}: {exc}); it is left out of the result",
-            )
-            logger.error("%s", error)
-            result[key] = None
-            if result.get("error") is None:
-                result["error"] = error
-    return result
 
 
 _MANAGER_CALLS = frozenset(

@@ -72,7 +72,8 @@ from kaizen_ray.runtime._children import (
 from kaizen_ray.runtime._run_control import settle
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime._watch import watch_supervisor_task
-from kaizen_ray.runtime.agent_actor import ControlMethods, StoreSink
+from kaizen_ray.runtime._store_sink import StoreSink
+from kaizen_ray.runtime.agent_actor import ControlMethods
 from kaizen_ray.runtime.checkpoints import get_or_create_store
 from kaizen_ray.runtime.handles import ActorHandleBase
 

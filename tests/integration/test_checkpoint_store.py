@@ -17,7 +17,7 @@ import ray
 
 import kaizen_ray as kr
 from kaizen_ray.core.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
-from kaizen_ray.runtime.agent_actor import load_from_store
+from kaizen_ray.runtime._store_sink import load_from_store
 from kaizen_ray.runtime.checkpoints import STORE_NAME, get_or_create_store
 
 from tests._support.ray_agents import Counter, Polite

@@ -25,7 +25,8 @@ RUNNABLE = {
     "kaizen_ray.runtime._metrics": 1,
     "kaizen_ray.runtime._namespaces": 3,
     "kaizen_ray.runtime._proxy": 2,
-    "kaizen_ray.runtime.agent_actor": 8,
+    "kaizen_ray.runtime._shipping": 5,
+    "kaizen_ray.runtime.agent_actor": 5,
     "kaizen_ray.runtime.budget": 4,
     "kaizen_ray.runtime.timer": 7,
 }
