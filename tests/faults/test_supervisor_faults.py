@@ -88,5 +88,9 @@ def test_a_dead_supervisor_still_resolves_start_to_a_killed_result_with_each_chi
         assert checkpoint.agent == f"doomed/{n}"
         assert (checkpoint.cycle, checkpoint.state) == (child["cycles"], child["state"])
         assert checkpoint.cycle >= reached[n] - 1  # the newest durable one: at most the cycle in flight is lost
-        assert checkpoint.cycle == max(info.cycle for info in kr.list_checkpoints(storage, agent=f"doomed/{n}"))
+        # The newest on disk when the result was made. A write-behind save the child
+        # sent just before it died can still land after that (the store takes it
+        # from the dead child's last call), so at most that one is newer now.
+        newest = max(info.cycle for info in kr.list_checkpoints(storage, agent=f"doomed/{n}"))
+        assert checkpoint.cycle >= newest - 1, (checkpoint.cycle, newest)
         wait_until(lambda n=n: gone(ray_cluster, f"doomed/{n}"), f"doomed/{n} to die with its supervisor")
