@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +27,20 @@ def _tier(item: pytest.Item) -> int:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Unit, then integration, then e2e, then faults (real kills, after the integration head is gone); a stable sort, so each module's tests stay together and in order."""
     items.sort(key=_tier)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    """A checkpoint folder of the test's own."""
+    path = tmp_path / "checkpoints"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cleanup() -> Iterator[Callable[[Any], None]]:
+    """Collects the handles a test spawned and kills them after it (children and budget actors die with their owner)."""
+    spawned: list[Any] = []
+    yield spawned.append
+    for handle in spawned:
+        handle.kill()

@@ -12,12 +12,9 @@ Helpers for the kills themselves are in ``_kills.py``.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import ray
 
-from tests.integration.conftest import DEFAULT_NAMESPACE, SharedHead, _kill_named_actors
+from tests.integration.conftest import SharedHead, module_driver
 
 
 @pytest.fixture(scope="session")
@@ -32,29 +29,5 @@ def fault_head():
 @pytest.fixture(scope="module")
 def ray_cluster(fault_head):
     """This module's driver on the tier's head, in a fresh namespace; yields the namespace."""
-    namespace = f"fault-{uuid.uuid4().hex[:8]}"
-    ray.init(address=fault_head.address(), namespace=namespace, log_to_driver=False, configure_logging=False)
-    try:
+    with module_driver(fault_head, "fault") as namespace:
         yield namespace
-    finally:
-        try:
-            _kill_named_actors({namespace, DEFAULT_NAMESPACE})
-        finally:
-            ray.shutdown()
-
-
-@pytest.fixture
-def storage(tmp_path):
-    """A checkpoint folder of the test's own."""
-    path = tmp_path / "checkpoints"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def cleanup():
-    """Collects the handles a test spawned and kills them after it."""
-    spawned: list = []
-    yield spawned.append
-    for handle in spawned:
-        handle.kill()

@@ -14,7 +14,9 @@ head is stopped before them (two Rays at once would share these two cores).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,16 +83,11 @@ def _kill_named_actors(namespaces: set[str]) -> None:
                 pass
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(shared_head):
-    """This module's driver on the shared head, in a fresh namespace; yields the namespace."""
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    ray.init(
-        address=shared_head.address(),
-        namespace=namespace,
-        log_to_driver=False,
-        configure_logging=False,
-    )
+@contextlib.contextmanager
+def module_driver(head: SharedHead, prefix: str) -> Iterator[str]:
+    """A driver on ``head`` in a fresh namespace named ``<prefix>-...``; its named actors are killed after."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ray.init(address=head.address(), namespace=namespace, log_to_driver=False, configure_logging=False)
     try:
         yield namespace
     finally:
@@ -101,29 +98,19 @@ def ray_cluster(shared_head):
 
 
 @pytest.fixture(scope="module")
+def ray_cluster(shared_head):
+    """This module's driver on the shared head, in a fresh namespace; yields the namespace."""
+    with module_driver(shared_head, "test") as namespace:
+        yield namespace
+
+
+@pytest.fixture(scope="module")
 def own_ray(shared_head):
     """For ``own_ray`` modules: no shared head (nor driver) running while the module starts its own Ray."""
     shared_head.stop()
     yield
     if ray.is_initialized():
         ray.shutdown()
-
-
-@pytest.fixture
-def storage(tmp_path):
-    """A checkpoint folder of the test's own."""
-    path = tmp_path / "checkpoints"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def cleanup():
-    """Collects the handles a test spawned and kills them after it (children and budget actors die with their owner)."""
-    spawned: list = []
-    yield spawned.append
-    for handle in spawned:
-        handle.kill()
 
 
 @pytest.fixture(scope="module")
