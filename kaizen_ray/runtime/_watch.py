@@ -54,12 +54,10 @@ async def watch_run(
         logger.warning("killing %s: its IMMEDIATE stop passed immediate_shutdown_timeout", agent)
         ray.kill(actor, no_restart=True)
         try:
-            await run_fut  # fails with the actor's death, or won the race after all
-        except RayActorError:
+            data = await run_fut  # won the race after all
+        except Exception:  # noqa: BLE001 - died as it was killed, or failed as it was: the kill is the story
             return await killed_result(agent, storage_path, store, snapshot.get("interrupt_reason"), None)
-        except Exception:  # noqa: BLE001 - the run failed as it was killed; the kill is the story
-            return await killed_result(agent, storage_path, store, snapshot.get("interrupt_reason"), None)
-        return pickle.loads(run_fut.result())
+        return pickle.loads(data)
     try:
         return pickle.loads(await run_fut)
     except RayActorError as exc:
