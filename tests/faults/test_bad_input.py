@@ -53,17 +53,6 @@ AUTONOMOUS_FIELDS = {
 }
 
 
-@PURE
-@given(data=st.data())
-@pytest.mark.parametrize("field", sorted(AUTONOMOUS_FIELDS))
-def test_autonomous_config_refuses_bad_values_naming_field_and_value(field, data):
-    value = data.draw(AUTONOMOUS_FIELDS[field], label=field)
-    with pytest.raises(kr.ConfigError) as caught:
-        kr.AutonomousConfig(**{field: value})
-    assert_clear(caught, value, field)
-    assert field in str(caught.value)
-
-
 SUPERVISOR_FIELDS = {
     "strategy": bad_enum,
     "max_restarts": bad_int(0),
@@ -74,13 +63,19 @@ SUPERVISOR_FIELDS = {
 }
 
 
+CONFIG_FIELDS = [
+    *((kr.AutonomousConfig, field, AUTONOMOUS_FIELDS[field]) for field in sorted(AUTONOMOUS_FIELDS)),
+    *((kr.SupervisorConfig, field, SUPERVISOR_FIELDS[field]) for field in sorted(SUPERVISOR_FIELDS)),
+]
+
+
 @PURE
 @given(data=st.data())
-@pytest.mark.parametrize("field", sorted(SUPERVISOR_FIELDS))
-def test_supervisor_config_refuses_bad_values_naming_field_and_value(field, data):
-    value = data.draw(SUPERVISOR_FIELDS[field], label=field)
+@pytest.mark.parametrize(("model", "field", "bad"), CONFIG_FIELDS, ids=[f"{m.__name__}.{f}" for m, f, _ in CONFIG_FIELDS])
+def test_configs_refuse_bad_values_naming_field_and_value(model, field, bad, data):
+    value = data.draw(bad, label=field)
     with pytest.raises(kr.ConfigError) as caught:
-        kr.SupervisorConfig(**{field: value})
+        model(**{field: value})
     assert_clear(caught, value, field)
     assert field in str(caught.value)
 
