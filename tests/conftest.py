@@ -44,3 +44,15 @@ def cleanup() -> Iterator[Callable[[Any], None]]:
     yield spawned.append
     for handle in spawned:
         handle.kill()
+
+
+@pytest.fixture(scope="session")
+def shared_head() -> Iterator[Any]:
+    """The Ray head of the integration and fault tiers (tests/_support/ray_head.py), stopped at the session's end."""
+    from tests._support.ray_head import SharedHead  # imports ray: only for the tiers that use it
+
+    head = SharedHead()
+    try:
+        yield head
+    finally:
+        head.stop()

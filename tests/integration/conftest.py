@@ -1,9 +1,9 @@
 """One local Ray head for the whole integration tier; a driver of its own, in a fresh namespace, per module.
 
-Starting Ray costs seconds here, connecting a driver about one: the head (a
-``ray.cluster_utils.Cluster`` of one node, 2 CPUs, no dashboard) starts when
-the first module needs it, and each module connects to it in a namespace of
-its own. When the module's driver disconnects, the actors it owns die with it;
+Starting Ray costs seconds here, connecting a driver about one: the head
+(``tests/_support/ray_head.py``, held by the ``shared_head`` fixture of
+tests/conftest.py, which the fault tier shares) starts when the first module
+needs it, and each module connects to it in a namespace of its own. When the module's driver disconnects, the actors it owns die with it;
 its detached SYSTEM actors (checkpoint store, timer) are killed by name, so
 modules never see each other's agents, stores or timers.
 
@@ -14,21 +14,13 @@ head is stopped before them (two Rays at once would share these two cores).
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import ray
-from ray.cluster_utils import Cluster
 
 from tests._support.moto import moto_s3
-
-# Metrics reported every second (Ray's default: 10 s), so that test_metrics sees them within ~2 s.
-HEAD_ARGS = {"num_cpus": 2, "include_dashboard": False, "_system_config": {"metrics_report_interval_ms": 1000}}
-# Where a detached agent lands without a namespace of its own (kaizen_ray's default).
-DEFAULT_NAMESPACE = "kaizen"
+from tests._support.ray_head import module_driver
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,58 +35,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     ordered = sorted(ours, key=lambda item: item.get_closest_marker("own_ray") is not None)  # stable
     for i, item in zip(slots, ordered, strict=True):
         items[i] = item
-
-
-class SharedHead:
-    """The session's Ray head, started on first use and stopped for ``own_ray`` modules."""
-
-    def __init__(self) -> None:
-        self._cluster: Cluster | None = None
-
-    def address(self) -> str:
-        if self._cluster is None:
-            self._cluster = Cluster(initialize_head=True, head_node_args=dict(HEAD_ARGS))
-        return self._cluster.address
-
-    def stop(self) -> None:
-        if ray.is_initialized():
-            ray.shutdown()
-        if self._cluster is not None:
-            self._cluster.shutdown()
-            self._cluster = None
-
-
-@pytest.fixture(scope="session")
-def shared_head():
-    head = SharedHead()
-    try:
-        yield head
-    finally:
-        head.stop()
-
-
-def _kill_named_actors(namespaces: set[str]) -> None:
-    """Kill every named actor left in ``namespaces`` (detached ones outlive the driver that made them)."""
-    for entry in ray.util.list_named_actors(all_namespaces=True):
-        if entry["namespace"] in namespaces:
-            try:
-                ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]), no_restart=True)
-            except ValueError:  # died meanwhile
-                pass
-
-
-@contextlib.contextmanager
-def module_driver(head: SharedHead, prefix: str) -> Iterator[str]:
-    """A driver on ``head`` in a fresh namespace named ``<prefix>-...``; its named actors are killed after."""
-    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    ray.init(address=head.address(), namespace=namespace, log_to_driver=False, configure_logging=False)
-    try:
-        yield namespace
-    finally:
-        try:
-            _kill_named_actors({namespace, DEFAULT_NAMESPACE})
-        finally:
-            ray.shutdown()
 
 
 @pytest.fixture(scope="module")
