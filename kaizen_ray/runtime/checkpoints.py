@@ -133,17 +133,19 @@ class CheckpointStoreLogic:
                 queue.task_done()
 
     def _trim(self, root: Path | str, agent: str) -> None:
-        """Drop the oldest flushed refs of ``agent`` beyond ``keep_per_agent``.
+        """Drop the refs of ``agent`` older than its newest ``keep_per_agent``, once they are flushed.
 
-        Oldest by id (ids sort by creation time), not by arrival: concurrent
-        calls into an async actor may start in another order than they were sent.
+        Newest by id (ids sort by creation time), not by arrival: concurrent
+        calls into an async actor may start in another order than they were
+        sent. An old checkpoint not yet on disk stays until its flush (its ref
+        is its only copy), and is dropped then; it never costs a newer one its ref.
         """
         refs = self._refs.get((root, agent))
         if not refs:
             return
-        surplus = len(refs) - self._keep
-        for checkpoint_id in sorted(c for c in refs if (root, c) not in self._unflushed)[: max(0, surplus)]:
-            del refs[checkpoint_id]
+        for checkpoint_id in sorted(refs)[: max(0, len(refs) - self._keep)]:
+            if (root, checkpoint_id) not in self._unflushed:
+                del refs[checkpoint_id]
 
     def _raise_failure(self, root: Path | str) -> None:
         failure = self._failures.pop(root, None)

@@ -73,3 +73,18 @@ def test_six_concurrent_final_saves_all_land_and_each_agents_files_keep_their_or
     # The refs hold the buffers as sent; decoding them gives the state back.
     kind, [ref] = logic.locate(str(tmp_path), saves["sw/a0"][-1][0])
     assert kind == "ref" and decode_checkpoint(ref).state == {"agent": "sw/a0", "cycle": 3}
+
+
+def test_the_refs_kept_are_the_newest_by_id_even_when_an_older_checkpoint_arrives_last(tmp_path):
+    """Concurrent saves may reach the store out of order: the bound keeps the newest ``keep`` ids, not the last arrivals."""
+    keep = 4
+    logic = CheckpointStoreLogic(keep_per_agent=keep)
+    made = [_parts("late/a1", cycle) for cycle in range(1, keep + 3)]  # ids sort by creation time
+
+    async def scenario():
+        for checkpoint_id, data in [*made[1:], made[0]]:  # the oldest arrives last
+            await logic.save(str(tmp_path), "late/a1", checkpoint_id, data, durable=True)
+
+    asyncio.run(scenario())
+    kinds = [logic.locate(str(tmp_path), checkpoint_id)[0] for checkpoint_id, _ in made]
+    assert kinds == ["path"] * 2 + ["ref"] * keep
