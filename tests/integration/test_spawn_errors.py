@@ -18,6 +18,7 @@ from ray.exceptions import RayActorError
 
 import kaizen_ray as kr
 from kaizen_ray.core.errors import ConfigError, KaizenError
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -92,6 +93,8 @@ def test_a_control_call_on_a_killed_actor_says_it_was_killed(ray_cluster, storag
     cleanup(handle)
     assert handle.status()["agent"] == "short-lived"  # spawn returned with the actor up
     ray.kill(handle.actor, no_restart=True)
+    # ray.kill only asks: a call sent at once can still be answered. Ray releases the name with the actor's death.
+    wait_until(lambda: not _named(ray_cluster, "short-lived"), "the killed actor's death")
 
     with pytest.raises(kr.AgentGoneError) as caught:
         handle.status()
@@ -110,3 +113,11 @@ def test_a_taken_name_is_a_config_error_naming_the_name_and_namespace(ray_cluste
 
     assert isinstance(caught.value, ValueError)  # as before: code catching ValueError still does
     assert "'taken'" in str(caught.value) and repr(ray_cluster) in str(caught.value), str(caught.value)
+
+
+def _named(namespace: str, name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    return True
