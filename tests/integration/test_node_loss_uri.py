@@ -10,9 +10,11 @@ empty temp folder, which must still be empty after each test.
 
 Ray places the zero-CPU checkpoint store actor on any node (here, mostly the
 workers), so each test places it itself, for the case it is about: on the
-head, which survives; or on the child's node, lost with it (Ray restarts it
-elsewhere, empty: whatever it had not flushed is gone, and the child resumes
-from what reached S3).
+head, which survives (hard node affinity); or on the child's node, lost with
+it, by a ``{"store": ...}`` resource only worker nodes offer, so that Ray can
+restart it on a worker added later (it does, empty: whatever it had not
+flushed is gone, and the child resumes from what reached S3). Soft node
+affinity would do neither reliably: Ray spilled it to the head in CI.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def cluster(own_ray, s3):
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         for name in ("node_a", "node_b"):
-            c.add_node(num_cpus=1, resources={name: 1, "worker": 1})
+            c.add_node(num_cpus=1, resources={name: 1, "worker": 1, "store": 1})
         ray.init(
             address=c.address, namespace=f"nodeloss-{uuid.uuid4().hex[:6]}", log_to_driver=False,
             configure_logging=False, runtime_env={"env_vars": dict(s3.env)},
@@ -85,26 +87,12 @@ def _actor_table(actor: Any) -> dict[str, Any]:
     return ray._private.state.actors(actor._actor_id.hex())
 
 
-def _store_on(node_id: str, *, soft: bool, prefix: str) -> tuple[str, Any]:
-    """A fresh namespace whose checkpoint store runs on ``node_id``, made before anything else makes it.
-
-    Hard affinity only for a node that stays; on one that will be lost it must
-    be soft, or Ray could not restart the store elsewhere. Ray may spill a soft
-    placement to another node (a busy raylet): then the attempt is dropped and
-    another namespace tried, a bounded number of times.
-    """
-    where = NodeAffinitySchedulingStrategy(node_id, soft=soft)
-    placed: list[Any] = []
-    for _ in range(5):
-        namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
-        options = {"name": STORE_NAME, "namespace": namespace, "lifetime": "detached", "scheduling_strategy": where}
-        store = CheckpointStore.options(**options).remote()
-        ray.get(store.ping.remote(), timeout=WAIT_S)
-        placed.append(_actor_table(store)["Address"]["NodeID"])
-        if placed[-1] == node_id:
-            return namespace, store
-        ray.kill(store, no_restart=True)
-    pytest.fail(f"the checkpoint store never landed on {node_id} (soft={soft}): {placed}")
+def _store_on(namespace: str, **placement: Any) -> Any:
+    """The checkpoint store of ``namespace``, placed by ``placement`` (Ray actor options) before anything else makes it."""
+    options = {"name": STORE_NAME, "namespace": namespace, "lifetime": "detached", **placement}
+    store = CheckpointStore.options(**options).remote()
+    ray.get(store.ping.remote(), timeout=WAIT_S)
+    return store
 
 
 def _spawn(name: str, namespace: str, uri: str) -> kr.SupervisorHandle:
@@ -158,7 +146,9 @@ def _assert_resumed_and_completed(result: dict[str, Any], uri: str, sup_name: st
 
 def test_a_child_on_a_lost_node_restarts_on_the_other_node_from_its_s3_checkpoint(cluster, uri, empty_cwd, cleanup):
     head = ray.get_runtime_context().get_node_id()
-    namespace, _ = _store_on(head, soft=False, prefix="keep")  # it survives: every periodic checkpoint reaches S3
+    namespace = f"keep-{uuid.uuid4().hex[:6]}"
+    store = _store_on(namespace, scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
+    assert _actor_table(store)["Address"]["NodeID"] == head  # it survives: every periodic checkpoint reaches S3
     sup = _spawn("nl", namespace, uri)
     cleanup(sup)  # its child holds a worker's {"worker": 1} until the supervisor goes
     ref = sup.start()
@@ -182,14 +172,16 @@ def test_a_child_and_the_checkpoint_store_lost_with_one_node_resume_from_what_re
     first, *extra = sorted(cluster.worker_nodes, key=lambda n: n.node_id)
     for node in extra:
         cluster.remove_node(node)
-    namespace, store = _store_on(first.node_id, soft=True, prefix="lose")
+    namespace = f"lose-{uuid.uuid4().hex[:6]}"
+    store = _store_on(namespace, resources={"store": 0.01})  # only workers offer it: on first, restartable on second
+    assert _actor_table(store)["Address"]["NodeID"] == first.node_id
     sup = _spawn("nl2", namespace, uri)
     cleanup(sup)
     ref = sup.start()
 
     victim, before = wait_for_checkpointed_cycle(namespace, "nl2/worker", 3, timeout=WAIT_S)
     assert before["cycle"] < GOAL and _node_id(victim) == first.node_id
-    second = cluster.add_node(num_cpus=1, resources={"node_c": 1, "worker": 1})  # where the child can go next
+    second = cluster.add_node(num_cpus=1, resources={"node_c": 1, "worker": 1, "store": 1})  # where the child can go next
     cluster.wait_for_nodes()
     cluster.remove_node(first)
 
