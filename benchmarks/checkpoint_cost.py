@@ -29,8 +29,9 @@ Context figures (no goal of their own; they say where the time of a run goes):
   encodes it as an agent does and makes a durable save through the store
   actor (``encode_parts`` + ``store.save``), against the same baseline;
 * ``result_return_*``: Ray delivering a run's result of that state to the
-  driver (a bare actor returns it as the agent does), against the baseline.
-  ``handle.run`` pays it once more, agent → watcher task → driver (forwarded unopened);
+  driver (a bare actor returns it as the agent does), against the baseline:
+  the least any run on an actor costs (``handle.run`` watches from the driver:
+  the result comes straight from the agent, no watcher task in between);
 * ``swarm6_store_1kb``: six actors each make a durable save through the one
   store at the same moment (a swarm of 6 stopped at once), against six
   baseline writes in six threads of the driver.

@@ -19,15 +19,15 @@ from kaizen_ray.core.interrupts import InterruptManager
 __all__ = ["wait_with_signals"]
 
 
-def wait_with_signals(target: Any, ref: Any, poll_s: float = 0.02) -> Any:
-    """``ray.get(ref)``, turning Ctrl+C into interrupts of ``target`` while it waits.
+def wait_with_signals(target: Any, refs: list[Any], poll_s: float = 0.02) -> None:
+    """Return once one of ``refs`` is ready, turning Ctrl+C into interrupts of ``target`` while it waits.
 
     First SIGINT: GRACEFUL USER interrupt; second: IMMEDIATE; third: the
     previous handler is restored and KeyboardInterrupt raised. SIGTERM:
     GRACEFUL. Only the main thread can install it (elsewhere: a warning).
 
-    >>> import kaizen_ray as kr  # doctest: +SKIP
-    >>> result = wait_with_signals(handle, handle.start("task"))  # doctest: +SKIP
+    >>> ref = handle.start("task")  # doctest: +SKIP
+    >>> wait_with_signals(handle, [ref]); result = ray.get(ref)  # doctest: +SKIP
     """
     manager = InterruptManager(name=f"driver:{getattr(target, 'name', target)}")
     manager.add_child(target)
@@ -38,8 +38,8 @@ def wait_with_signals(target: Any, ref: Any, poll_s: float = 0.02) -> Any:
             # Short waits: the third press raises KeyboardInterrupt from the
             # Python-level handler, which runs only between them. (The first
             # two are counted and forwarded while ray.wait still blocks.)
-            ready, _ = ray.wait([ref], timeout=poll_s)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=poll_s, fetch_local=False)
             if ready:
-                return ray.get(ref)
+                return
     finally:
         manager.remove_handler(handler)

@@ -10,6 +10,12 @@ checkpoint. An actor that dies on its own (a crash, a lost node) gives the same
 A supervisor's run is watched the same way (:func:`watch_supervisor`): if the
 supervisor's own actor dies, its children die with it (it owns them), and the
 result reports each child's last durable checkpoint and the last manifest.
+
+Where the watching runs: in a supervisor's event loop for its children
+(:func:`watch_run`, :func:`watch_supervisor`); for ``handle.start()``, in a
+zero-CPU task beside the caller, whose ObjectRef is the one returned
+(:func:`watch_task`); for ``handle.run()``, in the blocked driver itself
+(:func:`watch_blocking`, which the task runs too).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import asyncio
 import logging
 import pickle
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
@@ -32,8 +40,8 @@ from kaizen_ray.runtime._store_sink import load_from_store
 logger = logging.getLogger("kaizen_ray.runtime")
 
 __all__ = [
-    "PickledResult", "killed_result", "supervisor_killed_result", "watch_run", "watch_supervisor", "watch_supervisor_task",
-    "watch_task",
+    "PickledResult", "killed_result", "opened", "supervisor_killed_result", "watch_blocking", "watch_run",
+    "watch_supervisor", "watch_supervisor_blocking", "watch_supervisor_task", "watch_task",
 ]  # fmt: skip
 
 
@@ -109,19 +117,36 @@ async def _latest(store: Any, storage_path: str, agent: str) -> Any:
         return None
 
 
-@ray.remote(num_cpus=0, max_retries=0)
-def watch_task(
-    actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
-) -> PickledResult | dict[str, Any]:
-    """``handle.start()``'s ObjectRef: a zero-CPU task that watches one run (its caller's ray.get gets the dict).
+def _wait_any(refs: list[Any]) -> None:
+    ray.wait(refs, num_returns=1, fetch_local=False)
 
-    The same rules as :func:`watch_run`, blocking: the result is on the stop's
-    path to the caller, and ``ray.wait`` hands it over without the event
-    loop's thread hops (an event loop is started only to build a killed result).
+
+def _run_coroutine(coro: Any) -> Any:
+    """``asyncio.run(coro)``, in a thread of its own when this one already runs a loop (a Jupyter kernel's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kaizen-killed-result") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def watch_blocking(
+    actor: Any, agent: str, storage_path: str, store: Callable[[], Any], task: Any, resume: str | None, progress: bool = False,
+    wait_any: Callable[[list[Any]], None] = _wait_any,
+) -> bytes | dict[str, Any]:
+    """:func:`watch_run`, blocking: the run's pickled result, or the ``"killed"`` result dict.
+
+    ``wait_any(refs)`` returns once one of ``refs`` is ready (the driver's
+    turns Ctrl+C into interrupts meanwhile). Run in a watcher task by
+    ``handle.start()`` and in the driver itself by ``handle.run()``, which
+    blocks anyway: no task to lease, and the result comes straight from the
+    agent, not through a watcher's copy. ``store()`` gives the checkpoint
+    store, asked for only when a ``"killed"`` result must be built.
     """
     run_ref = actor.run.remote(task, resume, progress)
     kill_ref = actor.wait_kill_deadline.remote()
-    ray.wait([run_ref, kill_ref], num_returns=1, fetch_local=False)
+    wait_any([run_ref, kill_ref])
     snapshot = None
     try:
         snapshot = ray.get(kill_ref, timeout=0)
@@ -131,14 +156,51 @@ def watch_task(
         logger.warning("killing %s: its IMMEDIATE stop passed immediate_shutdown_timeout", agent)
         ray.kill(actor, no_restart=True)
         try:
-            return PickledResult(ray.get(run_ref))  # won the race after all
+            return ray.get(run_ref)  # won the race after all
         except Exception:  # noqa: BLE001 - died as it was killed, or failed as it was: the kill is the story
-            return asyncio.run(killed_result(agent, storage_path, store, snapshot.get("interrupt_reason"), None))
+            return _run_coroutine(killed_result(agent, storage_path, store(), snapshot.get("interrupt_reason"), None))
     try:
-        return PickledResult(ray.get(run_ref))
+        return ray.get(run_ref)
     except RayActorError as exc:
         logger.warning("the actor of %s died during its run: %s", agent, death_cause(exc))
-        return asyncio.run(killed_result(agent, storage_path, store, None, exc))
+        return _run_coroutine(killed_result(agent, storage_path, store(), None, exc))
+
+
+def watch_supervisor_blocking(
+    actor: Any, name: str, storage_path: str, store: Callable[[], Any], task: Any, resume: str | None, progress: bool = False,
+    wait_any: Callable[[list[Any]], None] = _wait_any,
+) -> bytes | dict[str, Any]:
+    """:func:`watch_supervisor`, blocking (see :func:`watch_blocking` for where it runs and ``wait_any``)."""
+    try:
+        layout = ray.get(actor.children_layout.remote())
+    except RayActorError as exc:
+        return _run_coroutine(supervisor_killed_result(name, storage_path, store(), {}, exc))
+    run_ref = actor.run.remote(task, resume, progress)
+    wait_any([run_ref])
+    try:
+        return ray.get(run_ref)
+    except RayActorError as exc:
+        logger.warning("the actor of supervisor %s died during its run: %s", name, death_cause(exc))
+        return _run_coroutine(supervisor_killed_result(name, storage_path, store(), layout, exc))
+
+
+def opened(outcome: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A blocking watcher's outcome as the result dict."""
+    return pickle.loads(outcome) if isinstance(outcome, bytes) else outcome
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def watch_task(
+    actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
+) -> PickledResult | dict[str, Any]:
+    """``handle.start()``'s ObjectRef: a zero-CPU task that watches one run (its caller's ray.get gets the dict).
+
+    :func:`watch_blocking` (the result is on the stop's path to the caller,
+    and ``ray.wait`` hands it over without an event loop's thread hops); the
+    pickled result is forwarded unopened.
+    """
+    outcome = watch_blocking(actor, agent, storage_path, lambda: store, task, resume, progress)
+    return PickledResult(outcome) if isinstance(outcome, bytes) else outcome
 
 
 class PickledResult:
@@ -233,14 +295,7 @@ def watch_supervisor_task(
 ) -> PickledResult | dict[str, Any]:
     """``SupervisorHandle.start()``'s ObjectRef: a zero-CPU task that watches one supervisor run.
 
-    :func:`watch_supervisor`, blocking (as :func:`watch_task` is, for the same reason).
+    :func:`watch_supervisor_blocking`, its pickled result forwarded unopened.
     """
-    try:
-        layout = ray.get(actor.children_layout.remote())
-    except RayActorError as exc:
-        return asyncio.run(supervisor_killed_result(name, storage_path, store, {}, exc))
-    try:
-        return PickledResult(ray.get(actor.run.remote(task, resume, progress)))
-    except RayActorError as exc:
-        logger.warning("the actor of supervisor %s died during its run: %s", name, death_cause(exc))
-        return asyncio.run(supervisor_killed_result(name, storage_path, store, layout, exc))
+    outcome = watch_supervisor_blocking(actor, name, storage_path, lambda: store, task, resume, progress)
+    return PickledResult(outcome) if isinstance(outcome, bytes) else outcome

@@ -36,7 +36,7 @@ from kaizen_ray.runtime._actors import (
 from kaizen_ray.runtime._ctrl_c import wait_with_signals
 from kaizen_ray.runtime._progress import wait_bars_drawn
 from kaizen_ray.runtime._proxy import InterruptManagerProxy
-from kaizen_ray.runtime._watch import watch_task
+from kaizen_ray.runtime._watch import opened, watch_blocking, watch_task
 from kaizen_ray.runtime.agent_actor import AgentActor
 from kaizen_ray.runtime.checkpoints import get_or_create_store
 
@@ -189,18 +189,22 @@ class ActorHandleBase:
         >>> result["status"], result["cycles"]           # doctest: +SKIP
         ('completed', 10)
         """
-        ref = self.start(task, resume_from_checkpoint, progress=progress)
         driver = self._driver_manager
         if driver is not None:  # signal handlers added to this handle act for each run()'s duration
             driver.arm_handlers()
         try:
-            result = wait_with_signals(self, ref)
+            # Watched here, not by start()'s watcher task: this driver blocks anyway.
+            result = opened(self._watch_here(task, resume_from_checkpoint, progress, lambda refs: wait_with_signals(self, refs)))
         finally:
             if driver is not None:
                 driver.disarm_handlers()
         if progress:
             wait_bars_drawn()
         return result
+
+    def _watch_here(self, task: Any, resume: str | None, progress: bool, wait_any: Any) -> bytes | dict[str, Any]:
+        """Run and watch the run in this process (``run()``); ``wait_any(refs)`` blocks until one is ready."""
+        raise NotImplementedError
 
     def kill(self) -> None:
         """Kill the actor at once (no checkpoint). Prefer request_interrupt."""
@@ -230,6 +234,10 @@ class AgentHandle(ActorHandleBase):
         return watch_task.options(scheduling_strategy=here).remote(
             self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint, progress
         )
+
+    def _watch_here(self, task: Any, resume: str | None, progress: bool, wait_any: Any) -> bytes | dict[str, Any]:
+        store = lambda: get_or_create_store(self.namespace)  # noqa: E731 - asked for only to report a kill
+        return watch_blocking(self._actor, self.name, self.storage_path, store, task, resume, progress, wait_any)
 
 
 def spawn_agent(

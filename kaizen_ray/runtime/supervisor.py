@@ -71,7 +71,7 @@ from kaizen_ray.runtime._children import (
 )
 from kaizen_ray.runtime._run_control import settle
 from kaizen_ray.runtime._system import SystemHandlers
-from kaizen_ray.runtime._watch import watch_supervisor_task
+from kaizen_ray.runtime._watch import watch_supervisor_blocking, watch_supervisor_task
 from kaizen_ray.runtime._store_sink import StoreSink
 from kaizen_ray.runtime.agent_actor import ControlMethods
 from kaizen_ray.runtime.checkpoints import get_or_create_store
@@ -394,6 +394,10 @@ class SupervisorHandle(ActorHandleBase):
         return watch_supervisor_task.options(scheduling_strategy=here).remote(
             self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint, progress
         )
+
+    def _watch_here(self, task: Any, resume: str | None, progress: bool, wait_any: Any) -> bytes | dict[str, Any]:
+        store = lambda: get_or_create_store(self.namespace)  # noqa: E731 - asked for only to report a kill
+        return watch_supervisor_blocking(self._actor, self.name, self.storage_path, store, task, resume, progress, wait_any)
 
 
 class Supervisor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,32 @@ def test_a_graceful_stop_that_finishes_in_time_is_not_escalated(ray_cluster, sto
     assert [h["mode"] for h in read_history(storage, "finishes-in-time")] == ["graceful"]
     status = handle.status()
     assert status["phase"] == "finished" and status["mode"] == "graceful"
+
+
+def test_run_watches_in_the_driver_and_reports_a_kill_also_inside_a_running_event_loop(ray_cluster, storage, tmp_path, cleanup):
+    # handle.run() watches its run in the driver (no watcher task): past the
+    # IMMEDIATE deadline it kills the actor and builds the "killed" result
+    # itself, here from a coroutine's synchronous call, as in a Jupyter cell
+    # (its kernel's thread runs an event loop, where asyncio.run would refuse).
+    marker = tmp_path / "cycle2-started"
+    handle = BlockingSync.spawn(config=escalating_config(storage), name="killed-under-run")
+    cleanup(handle)
+
+    def stop_when_stuck() -> None:
+        wait_until(marker.exists, "cycle 2 to start (and get stuck)")
+        handle.request_interrupt("programmatic", "immediate", "now")
+
+    stopper = threading.Thread(target=stop_when_stuck)
+    stopper.start()
+
+    async def cell() -> dict[str, Any]:
+        return handle.run({"marker": str(marker)})
+
+    result = asyncio.run(cell())
+    stopper.join(timeout=WAIT_S)
+    assert result["status"] == "killed" and result["mode"] == "immediate", result
+    assert result["interrupt_reason"].message == "now"
+    assert result["cycles"] == 1 and result["state"]["n"] == 1
+    assert kr.load_checkpoint(result["checkpoint_id"], storage).cycle == 1
+    with pytest.raises(kr.AgentGoneError, match="killed-under-run"):
+        handle.status()
