@@ -166,17 +166,20 @@ class CheckpointStoreLogic:
         refs[checkpoint_id] = None  # its place in the agent's order; the ref follows the put
         self._unflushed.add((storage.path, checkpoint_id))
         self.saved += 1
-        done: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] | None = loop.create_future() if durable else None
         self._enqueue(key, (storage, agent, checkpoint_id, data, done))
-        if _size(data) < _INLINE_PUT_BYTES:
-            ref = self._put(data)  # cheaper than the hop to a thread and back
-        else:  # a copy of many megabytes: beside the write, in another thread
-            ref = await asyncio.get_running_loop().run_in_executor(self._pool, self._put, data)
+        if done is not None or _size(data) >= _INLINE_PUT_BYTES:
+            # Beside the write, in another thread: a durable save waits for the
+            # longer of the two, not their sum, and the loop stays free for the
+            # other agents' saves (a swarm stopped at once); a put of many megabytes never holds it.
+            put = loop.run_in_executor(self._pool, self._put, data)
+            ref = (await asyncio.gather(put, done))[0] if done is not None else await put
+        else:
+            ref = self._put(data)  # a small write-behind save: cheaper than the hop to a thread and back
         if checkpoint_id in refs:  # not dropped meanwhile by a failed write or the bound
             refs[checkpoint_id] = ref
         self._trim(storage.path, agent)
-        if done is not None:
-            await done
         return checkpoint_id
 
     async def flush(self, storage_path: str | None = None) -> None:

@@ -88,3 +88,27 @@ def test_the_refs_kept_are_the_newest_by_id_even_when_an_older_checkpoint_arrive
     asyncio.run(scenario())
     kinds = [logic.locate(str(tmp_path), checkpoint_id)[0] for checkpoint_id, _ in made]
     assert kinds == ["path"] * 2 + ["ref"] * keep
+
+
+def test_a_durable_saves_put_runs_beside_its_write_and_both_are_done_when_it_returns(tmp_path, monkeypatch):
+    # Each side waits for the other to have begun: only a put and a write that run at the same time both finish.
+    put_began, write_began = threading.Event(), threading.Event()
+    real_write = FileCheckpointStorage.write_bytes
+
+    def write(self, agent, checkpoint_id, data):
+        write_began.set()
+        assert put_began.wait(WAIT_S), "the put never ran while the write was under way"
+        return real_write(self, agent, checkpoint_id, data)
+
+    def put(data):
+        put_began.set()
+        assert write_began.wait(WAIT_S), "the write never ran while the put was under way"
+        return data
+
+    monkeypatch.setattr(FileCheckpointStorage, "write_bytes", write)
+    logic = CheckpointStoreLogic(put=put)
+    checkpoint_id, data = _parts("beside/a1", 1)
+
+    asyncio.run(logic.save(str(tmp_path), "beside/a1", checkpoint_id, data, durable=True))
+    assert [i.id for i in kr.list_checkpoints(tmp_path, agent="beside/a1")] == [checkpoint_id]  # on disk
+    assert logic.locate(str(tmp_path), checkpoint_id) == ("ref", [data])  # and its object held, before the answer
