@@ -134,6 +134,7 @@ def _spawn_or_reuse(resolved: Any, name: str, storage: str | None, namespace: st
     if existing is not None:
         if ray.get(existing.actor.running.remote(), timeout=10.0):
             raise CliError(f"{existing.kind} {name!r} is already running in namespace {namespace!r}: interrupt it first")
+        _refuse_a_different_actor(existing, resolved, storage)
         logger.info("reusing the existing %s %s (its run has ended)", existing.kind, name)
         return existing
     lifetime = "detached" if detach else None
@@ -142,6 +143,22 @@ def _spawn_or_reuse(resolved: Any, name: str, storage: str | None, namespace: st
         return resolved.agent_cls.spawn(config=config, name=name, namespace=namespace, lifetime=lifetime)
     children = with_storage(resolved.children, storage)
     return Supervisor.spawn(name, children=children, storage_path=storage, namespace=namespace, lifetime=lifetime)
+
+
+def _refuse_a_different_actor(existing: Any, resolved: Any, storage: str | None) -> None:
+    """A reused actor keeps its kind and its storage: asking for others is an error, never silently ignored."""
+    from kaizen_ray._cli.cluster import CliError
+    from kaizen_ray.core.checkpoint import resolve_storage_path
+
+    wanted = "agent" if resolved.kind == "agent" else "supervisor"
+    advice = "remove it with `kaizen-ray gc`, or pick another --name"
+    if existing.kind != wanted:
+        raise CliError(f"{existing.name!r} is an existing {existing.kind}, not a {wanted}: {advice}")
+    if storage is not None and resolve_storage_path(storage) != resolve_storage_path(existing.storage_path):
+        raise CliError(
+            f"{existing.kind} {existing.name!r} exists with storage {existing.storage_path!s}, not --storage {storage}: "
+            f"drop --storage to resume it there, {advice}"
+        )
 
 
 # -- inspecting and stopping -----------------------------------------------------------------------------

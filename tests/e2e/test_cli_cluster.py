@@ -89,6 +89,15 @@ def test_a_detached_agent_is_listed_inspected_interrupted_and_resumed_from_other
     assert result["checkpoint_id"] in {c["id"] for c in saved}
     assert set(saved[0]) == {"id", "agent", "cycle", "status", "created_at"}
 
+    # The finished actor is reused as it is: another --storage is refused, never silently ignored.
+    elsewhere = tmp_path / "elsewhere"
+    _one_error_line(
+        cluster.kaizen_ray("run", f"{AGENTS}:Ticker", "--name", "t1", "--storage", elsewhere, namespace=ns),
+        "'t1'", str(storage), str(elsewhere),
+    )
+    assert not elsewhere.exists()
+    _one_error_line(cluster.kaizen_ray("run", f"{AGENTS}:swarm", "--name", "t1", namespace=ns), "existing agent, not a supervisor")
+
     # Resumed from yet another process, on the same (finished) actor, until its --budget is spent.
     resumed = cluster.ok_json("run", f"{AGENTS}:Ticker", "--name", "t1", "--resume", "latest", "--budget", "0.05", namespace=ns)
     assert resumed["status"] == "interrupted", resumed
