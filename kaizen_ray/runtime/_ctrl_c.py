@@ -1,4 +1,4 @@
-"""Ctrl+C while the driver blocks on a run: :func:`wait_with_signals`.
+"""Ctrl+C while the driver blocks on a run: :func:`signals_to`.
 
 Used by ``AgentHandle.run()`` / ``SupervisorHandle.run()``: the driver's own
 :class:`~kaizen_ray.core.handlers.SignalInterruptHandler` for the wait's
@@ -9,6 +9,8 @@ thread is inside ``ray.wait``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -16,24 +18,28 @@ import ray
 from kaizen_ray.core.handlers import SignalInterruptHandler
 from kaizen_ray.core.interrupts import InterruptManager
 
-__all__ = ["wait_with_signals"]
+__all__ = ["signals_to"]
 
 
-def wait_with_signals(target: Any, refs: list[Any], poll_s: float = 0.02) -> None:
-    """Return once one of ``refs`` is ready, turning Ctrl+C into interrupts of ``target`` while it waits.
+@contextmanager
+def signals_to(target: Any, poll_s: float = 0.02) -> Iterator[Callable[[list[Any]], None]]:
+    """Within the block, Ctrl+C interrupts ``target``; yields ``wait_any(refs)``, which returns once one is ready.
 
     First SIGINT: GRACEFUL USER interrupt; second: IMMEDIATE; third: the
     previous handler is restored and KeyboardInterrupt raised. SIGTERM:
     GRACEFUL. Only the main thread can install it (elsewhere: a warning).
+    Installed on entry, before the caller starts anything: a press made while
+    the run is being submitted is counted too (the run then starts interrupted).
 
-    >>> ref = handle.start("task")  # doctest: +SKIP
-    >>> wait_with_signals(handle, [ref]); result = ray.get(ref)  # doctest: +SKIP
+    >>> with signals_to(handle) as wait_any:  # doctest: +SKIP
+    ...     ref = handle.start("task"); wait_any([ref])
     """
     manager = InterruptManager(name=f"driver:{getattr(target, 'name', target)}")
     manager.add_child(target)
     handler = SignalInterruptHandler()
     manager.add_handler(handler)
-    try:
+
+    def wait_any(refs: list[Any]) -> None:
         while True:
             # Short waits: the third press raises KeyboardInterrupt from the
             # Python-level handler, which runs only between them. (The first
@@ -41,5 +47,8 @@ def wait_with_signals(target: Any, refs: list[Any], poll_s: float = 0.02) -> Non
             ready, _ = ray.wait(refs, num_returns=1, timeout=poll_s, fetch_local=False)
             if ready:
                 return
+
+    try:
+        yield wait_any
     finally:
         manager.remove_handler(handler)

@@ -33,7 +33,7 @@ from kaizen_ray.runtime._actors import (
     unregister_spawned,
     wait_until_up,
 )
-from kaizen_ray.runtime._ctrl_c import wait_with_signals
+from kaizen_ray.runtime._ctrl_c import signals_to
 from kaizen_ray.runtime._progress import wait_bars_drawn
 from kaizen_ray.runtime._proxy import InterruptManagerProxy
 from kaizen_ray.runtime._watch import opened, watch_blocking, watch_task
@@ -43,7 +43,7 @@ from kaizen_ray.runtime.checkpoints import get_or_create_store
 logger = logging.getLogger("kaizen_ray.runtime")
 
 __all__ = [
-    "AgentGoneError", "AgentHandle", "InterruptManagerProxy", "ActorHandleBase", "spawn_agent", "wait_with_signals",
+    "AgentGoneError", "AgentHandle", "InterruptManagerProxy", "ActorHandleBase", "spawn_agent",
 ]  # fmt: skip
 
 class ActorHandleBase:
@@ -194,7 +194,8 @@ class ActorHandleBase:
             driver.arm_handlers()
         try:
             # Watched here, not by start()'s watcher task: this driver blocks anyway.
-            result = opened(self._watch_here(task, resume_from_checkpoint, progress, lambda refs: wait_with_signals(self, refs)))
+            with signals_to(self) as wait_any:
+                result = opened(self._watch_here(task, resume_from_checkpoint, progress, wait_any))
         finally:
             if driver is not None:
                 driver.disarm_handlers()

@@ -197,7 +197,7 @@ def test_a_signal_handler_added_once_stops_every_run_gracefully(start_child, tmp
 
 @pytest.fixture
 def restore_signals() -> Iterator[None]:
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)}
     yield
     for s, h in saved.items():
         signal.signal(s, h)
@@ -246,3 +246,24 @@ def test_presses_are_still_counted_when_someone_replaced_the_wakeup_fd(restore_s
         m.remove_handler(h)
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_a_press_inside_signals_to_before_any_wait_interrupts_the_target_and_the_old_handler_comes_back(restore_signals: None) -> None:
+    # What handle.run() relies on: the handler is there from the block's first
+    # line, before the run is submitted, not only once the driver waits on it.
+    from kaizen_ray.runtime._ctrl_c import signals_to
+
+    fell_through: list[int] = []
+
+    def before(signum: int, frame: object) -> None:  # a press the block missed lands here, not in pytest
+        fell_through.append(signum)
+
+    signal.signal(signal.SIGINT, before)
+    target = InterruptManager(name="run-target")
+    with signals_to(target):
+        signal.raise_signal(signal.SIGINT)  # nothing submitted, nothing waited on yet
+        assert target.wait(WAIT)
+    assert fell_through == []
+    assert (target.reason.source.value, target.mode.value) == ("user", "graceful")
+    assert signal.getsignal(signal.SIGINT) is before
