@@ -185,8 +185,13 @@ def watch_supervisor_blocking(
 
 
 def opened(outcome: bytes | dict[str, Any]) -> dict[str, Any]:
-    """A blocking watcher's outcome as the result dict."""
+    """A blocking watcher's outcome as the result dict (in the driver that watched)."""
     return pickle.loads(outcome) if isinstance(outcome, bytes) else outcome
+
+
+def _forwarded(outcome: bytes | dict[str, Any]) -> PickledResult | dict[str, Any]:
+    """A blocking watcher's outcome as a watcher task returns it: a pickled result forwarded unopened."""
+    return PickledResult(outcome) if isinstance(outcome, bytes) else outcome
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -199,8 +204,7 @@ def watch_task(
     and ``ray.wait`` hands it over without an event loop's thread hops); the
     pickled result is forwarded unopened.
     """
-    outcome = watch_blocking(actor, agent, storage_path, lambda: store, task, resume, progress)
-    return PickledResult(outcome) if isinstance(outcome, bytes) else outcome
+    return _forwarded(watch_blocking(actor, agent, storage_path, lambda: store, task, resume, progress))
 
 
 class PickledResult:
@@ -297,5 +301,4 @@ def watch_supervisor_task(
 
     :func:`watch_supervisor_blocking`, its pickled result forwarded unopened.
     """
-    outcome = watch_supervisor_blocking(actor, name, storage_path, lambda: store, task, resume, progress)
-    return PickledResult(outcome) if isinstance(outcome, bytes) else outcome
+    return _forwarded(watch_supervisor_blocking(actor, name, storage_path, lambda: store, task, resume, progress))

@@ -50,6 +50,9 @@ class ActorHandleBase:
     """What agent and supervisor handles share: control calls, the proxy, Ctrl+C-aware run."""
 
     kind = "agent"
+    # How a run of this kind is watched: by start()'s task, and in this driver by run() (see _watch).
+    _watch_task = watch_task
+    _watch = staticmethod(watch_blocking)
 
     def __init__(self, actor: Any, name: str, namespace: str | None, storage_path: str) -> None:
         self._actor = actor
@@ -172,7 +175,13 @@ class ActorHandleBase:
         ``progress=True`` draws one progress bar per agent (a supervisor's: one
         per child) in this driver while the run goes; see :meth:`run`.
         """
-        raise NotImplementedError
+        store = get_or_create_store(self.namespace)
+        # The watcher lives beside its caller, not beside the actor: if the
+        # actor's node is lost, the watcher must survive to report it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return self._watch_task.options(scheduling_strategy=here).remote(
+            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint, progress
+        )
 
     def run(self, task: Any = None, resume_from_checkpoint: str | None = None, *, progress: bool = False) -> dict[str, Any]:
         """Run to the end and return the result dict. Ctrl+C: graceful, then immediate, then KeyboardInterrupt.
@@ -194,18 +203,16 @@ class ActorHandleBase:
             driver.arm_handlers()
         try:
             # Watched here, not by start()'s watcher task: this driver blocks anyway.
+            store = lambda: get_or_create_store(self.namespace)  # noqa: E731 - asked for only to report a kill
             with signals_to(self) as wait_any:
-                result = opened(self._watch_here(task, resume_from_checkpoint, progress, wait_any))
+                args = (self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint, progress)
+                result = opened(self._watch(*args, wait_any))
         finally:
             if driver is not None:
                 driver.disarm_handlers()
         if progress:
             wait_bars_drawn()
         return result
-
-    def _watch_here(self, task: Any, resume: str | None, progress: bool, wait_any: Any) -> bytes | dict[str, Any]:
-        """Run and watch the run in this process (``run()``); ``wait_any(refs)`` blocks until one is ready."""
-        raise NotImplementedError
 
     def kill(self) -> None:
         """Kill the actor at once (no checkpoint). Prefer request_interrupt."""
@@ -226,19 +233,6 @@ class AgentHandle(ActorHandleBase):
     >>> ray.get(ref)["status"]                                               # doctest: +SKIP
     'interrupted'
     """
-
-    def start(self, task: Any = None, resume_from_checkpoint: str | None = None, *, progress: bool = False) -> Any:
-        store = get_or_create_store(self.namespace)
-        # The watcher lives beside its caller, not beside the agent: if the
-        # agent's node is lost, the watcher must survive to report it.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        return watch_task.options(scheduling_strategy=here).remote(
-            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint, progress
-        )
-
-    def _watch_here(self, task: Any, resume: str | None, progress: bool, wait_any: Any) -> bytes | dict[str, Any]:
-        store = lambda: get_or_create_store(self.namespace)  # noqa: E731 - asked for only to report a kill
-        return watch_blocking(self._actor, self.name, self.storage_path, store, task, resume, progress, wait_any)
 
 
 def spawn_agent(

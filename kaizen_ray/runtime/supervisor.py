@@ -380,24 +380,8 @@ class SupervisorHandle(ActorHandleBase):
     """
 
     kind = "supervisor"
-
-    def start(self, task: Any = None, resume_from_checkpoint: str | None = None, *, progress: bool = False) -> Any:
-        """Start the swarm's run; an ObjectRef of the result dict (a ``"killed"`` one if this actor dies).
-
-        ``progress=True``: one progress bar per child agent, drawn by this driver.
-        """
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        store = get_or_create_store(self.namespace)
-        # Beside the caller, not the supervisor: it must outlive the supervisor's node.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        return watch_supervisor_task.options(scheduling_strategy=here).remote(
-            self._actor, self.name, self.storage_path, store, task, resume_from_checkpoint, progress
-        )
-
-    def _watch_here(self, task: Any, resume: str | None, progress: bool, wait_any: Any) -> bytes | dict[str, Any]:
-        store = lambda: get_or_create_store(self.namespace)  # noqa: E731 - asked for only to report a kill
-        return watch_supervisor_blocking(self._actor, self.name, self.storage_path, store, task, resume, progress, wait_any)
+    _watch_task = watch_supervisor_task
+    _watch = staticmethod(watch_supervisor_blocking)
 
 
 class Supervisor:
