@@ -10,14 +10,27 @@ in both places.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kaizen_ray.core._validate import finite_non_negative
 from kaizen_ray.core.checkpoint import Checkpoint, CheckpointNotFoundError, FileCheckpointStorage
 from kaizen_ray.core.interrupts import InterruptManager
 
 __all__ = ["StepContext", "StepResult", "BudgetClient", "CheckpointSink", "FileCheckpointSink"]
+
+_T = TypeVar("_T")
+# One pool for the process, not the running loop's default executor (asyncio.to_thread): each
+# asyncio.run(agent.run_autonomous(...)), as the seed runs an agent, makes a new loop, whose
+# executor would start its threads for the run and join them as it ends (about 0.6 ms of a small
+# run). The threads start on first use; at exit, concurrent.futures lets every write finish.
+_IO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kaizen-ray-io")
+
+
+async def _in_io_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(_IO_POOL, fn, *args)
 
 
 @dataclass(frozen=True)
@@ -69,16 +82,16 @@ class FileCheckpointSink:
         self.storage = storage
 
     async def save(self, checkpoint: Checkpoint, *, durable: bool) -> str:
-        await asyncio.to_thread(self.storage.write, checkpoint)
+        await _in_io_thread(self.storage.write, checkpoint)
         return checkpoint.id
 
     async def load(self, agent: str, checkpoint_id: str) -> Checkpoint:
         if checkpoint_id == "latest":
-            found = await asyncio.to_thread(self.storage.load_latest, agent)
+            found = await _in_io_thread(self.storage.load_latest, agent)
             if found is None:
                 raise CheckpointNotFoundError("latest", self.storage.path)
             return found
-        return await asyncio.to_thread(self.storage.load, checkpoint_id)
+        return await _in_io_thread(self.storage.load, checkpoint_id)
 
 
 class StepContext:

@@ -7,6 +7,7 @@ build their results here, so every result has the same keys and meanings.
 
 from __future__ import annotations
 
+import reprlib
 from enum import StrEnum
 from typing import Any
 
@@ -93,6 +94,63 @@ def end_line(
     if error is not None:
         line += f" error={error!r}"
     return line
+class _BoundedRepr(reprlib.Repr):
+    """reprlib with limits a person reads whole, and bytes cut before they are rendered.
+
+    reprlib renders an unknown value whole and only then cuts it: for 64 MB of
+    bytes that is a 256 MB string and about a second. Bytes are cut first here.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 8
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = 200
+        self.maxstring = self.maxother = 4000
+        self.maxlong = 400
+
+    def repr_bytes(self, x: bytes | bytearray, level: int) -> str:
+        if len(x) <= self.maxstring // 4:
+            return repr(x)
+        half = self.maxstring // 16  # a byte renders as up to 4 characters
+        return f"{repr(x[:half])}...{repr(x[-half:])} ({len(x)} bytes)"
+
+    repr_bytearray = repr_bytes
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        """In insertion order, as ``dict.__repr__`` (reprlib sorts the keys)."""
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}" for k, v in list(x.items())[: self.maxdict]]
+        return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
+
+
+_REPR = _BoundedRepr()
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def _renders_small(value: Any, limit: int = 2000) -> bool:
+    """True if no str or bytes inside ``value``'s containers is long, and there are few of them.
+
+    Then ``dict.__repr__`` (in C) renders the result as the bounded repr would, several times faster.
+    """
+    todo, seen = [value], 0
+    while todo:
+        x = todo.pop()
+        seen += 1
+        if seen > limit:
+            return False
+        if isinstance(x, (str, bytes, bytearray)):
+            if len(x) > _REPR.maxstring // 4:
+                return False
+        elif isinstance(x, dict):
+            todo.extend(x.values())
+        elif isinstance(x, _CONTAINERS):
+            todo.extend(x)
+    return True
+
+
 class RunResult(dict):
     """A run's result: a plain ``dict`` (same keys, ``==``, ``json.dumps``, pickling) that Jupyter shows as a table.
 
@@ -102,12 +160,23 @@ class RunResult(dict):
     by itself; it crosses Ray as any dict does (the class is importable in
     every worker). Every value in the HTML is escaped.
 
+    Its repr is a dict's, bounded: a value of more than a few thousand
+    characters (a state of many megabytes) is shown cut in the middle with its
+    size, so printing a result, or asyncio rendering the finished task of
+    ``asyncio.run(agent.run_autonomous(...))`` (Python 3.11 does, as the run
+    returns), never renders the whole state.
+
     >>> r = run_result("a<1>", "completed", cycles=2)
     >>> isinstance(r, dict), r["cycles"], "a&lt;1&gt;" in r._repr_html_()
     (True, 2, True)
+    >>> len(repr(run_result("a1", "completed", state=bytes(1 << 20)))) < 5000
+    True
     """
 
     __slots__ = ()
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self) if _renders_small(self) else _REPR.repr_dict(self, _REPR.maxlevel)
 
     def _repr_html_(self) -> str:
         """An HTML table of the result (a supervisor's: its own rows, then one row per child)."""

@@ -20,7 +20,7 @@ from kaizen_ray.core.checkpoint import (
     CheckpointError,
     FileCheckpointStorage,
     decode_checkpoint,
-    encode_parts,
+    encode_buffers,
     resolve_key,
     resolve_latest,
 )
@@ -46,13 +46,13 @@ class StoreSink:
     async def save(self, checkpoint: Checkpoint, *, durable: bool) -> str:
         started = time.perf_counter()
         # A state cloudpickle refuses fails here, naming agent and type.
-        head, payload = encode_parts(checkpoint, key=self.key)
+        head, *payload = encode_buffers(checkpoint, key=self.key)
         self.last_state = checkpoint.state
         # Out of band: Ray copies the payload once into the object store, the store reads it in place.
-        data = [head, pickle.PickleBuffer(payload)]
+        data = [head, *map(pickle.PickleBuffer, payload)]
         checkpoint_id = await self.store.save.remote(self.storage_path, checkpoint.agent, checkpoint.id, data, durable)
         # Measured here, where both are known: encoding included, up to the store's ack (on disk when durable).
-        self.observer.on_checkpoint(time.perf_counter() - started, len(head) + len(payload))
+        self.observer.on_checkpoint(time.perf_counter() - started, len(head) + sum(map(len, payload)))
         return checkpoint_id
 
     async def load(self, agent: str, checkpoint_id: str) -> Checkpoint:

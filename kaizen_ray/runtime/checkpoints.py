@@ -155,7 +155,7 @@ class CheckpointStoreLogic:
     async def save(self, storage_path: str, agent: str, checkpoint_id: str, data: Any, durable: bool) -> str:
         """Keep ``data`` in the object store and flush it; durable: on disk before returning.
 
-        ``data``: the file's bytes, or its buffers ``[head, payload]`` (written back to back).
+        ``data``: the file's bytes, or its buffers ``[head, *payload]`` (written back to back).
         """
         validate_agent_name(agent)
         validate_checkpoint_id(checkpoint_id)
@@ -255,10 +255,10 @@ def _size(data: Any) -> int:
 
 
 def _put(data: Any) -> Any:
-    """``ray.put`` of the checkpoint's bytes, or of its ``[head, payload]`` buffers with the payload out of band."""
+    """``ray.put`` of the checkpoint's bytes, or of its ``[head, *payload]`` buffers with the payload out of band."""
     if isinstance(data, (list, tuple)):
-        head, payload = data
-        return ray.put([bytes(head), pickle.PickleBuffer(payload)])
+        head, *payload = data
+        return ray.put([bytes(head), *map(pickle.PickleBuffer, payload)])
     return ray.put(data)
 
 

@@ -38,6 +38,7 @@ from kaizen_ray.core.checkpoint import (
     FileCheckpointStorage,
     decode_checkpoint,
     default_storage_path,
+    encode_buffers,
     encode_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -135,6 +136,32 @@ def test_the_file_format_is_magic_then_one_json_header_line_then_the_payload(tmp
     assert header["payload_size"] == len(payload) and header["metadata"] == {"cost": 2}
     assert set(header) >= {"payload_crc32", "header_sha256", "created_at", "parent_id", "interrupt_reason"}
     assert (header["payload_sha256"], header["signature"]) == (None, None)  # unsigned: no key set
+
+
+def test_a_states_big_bytes_are_written_from_the_state_itself_and_mutable_buffers_are_copied(tmp_path):
+    blob, scratch = os.urandom(1 << 20), bytearray(os.urandom(1 << 19))
+    ckpt = make("a", 1, {"blob": blob, "scratch": scratch, "n": 7})
+    head, *payload = encode_buffers(ckpt)
+    assert any(part is blob for part in payload)  # not copied into the payload
+    assert all(type(part) is bytes for part in payload)  # nothing a later change of the state could reach
+    assert b"".join([head, *payload]) == encode_checkpoint(ckpt)  # the same file, joined or not
+    assert pickle.loads(b"".join(payload)) == pickle.loads(pickle.dumps(ckpt.state))
+
+    scratch[:4] = b"\x00\x00\x00\x00"  # the state changes after the save was encoded
+    path = FileCheckpointStorage(tmp_path).write_bytes("a", ckpt.id, [head, *payload])
+    assert load_checkpoint(ckpt.id, storage_path=tmp_path).state["scratch"] != scratch
+    assert path.stat().st_size == len(head) + sum(map(len, payload))
+
+
+def test_a_checkpoint_in_several_buffers_decodes_as_its_file_does_and_damage_in_any_is_found():
+    blob = os.urandom(1 << 20)
+    head, *payload = encode_buffers(make("a", 3, {"blob": blob, "tail": "t"}))
+    assert len(payload) > 1
+    assert decode_checkpoint([head, *payload]).state == {"blob": blob, "tail": "t"}
+    damaged = [bytearray(p) for p in payload]
+    damaged[-1][-2] ^= 0x01
+    with pytest.raises(CheckpointCorruptError, match="payload checksum mismatch"):
+        decode_checkpoint([head, *map(bytes, damaged)], source="parts")
 
 
 # -- integrity --------------------------------------------------------------------------

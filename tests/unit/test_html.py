@@ -64,3 +64,13 @@ def test_a_progress_bar_is_labelled_with_the_agents_name_and_its_spend_against_a
     assert bar_label("swarm/w1", 0.5, None) == "swarm/w1"  # no budget: no cost in the label
     assert bar_label("swarm/w1", 0.5, {"max_cost": None}) == "swarm/w1"
     assert bar_label("a1", 0.256, {"max_cost": 2, "spent": 0.3}) == "a1 $0.26/$2.00"
+
+
+def test_a_results_repr_is_a_dicts_until_a_value_is_huge_then_cut_with_its_size():
+    small = run_result("a1", "completed", cycles=2, state={"notes": ["x", {"k": 1.5}]}, output="done")
+    assert repr(small) == dict.__repr__(small)  # same text, same key order
+    big = run_result("a1", "completed", state={"blob": bytes(8 << 20), "n": 1})
+    text = repr(big)
+    assert len(text) < 5000 and f"({8 << 20} bytes)" in text and "'n': 1" in text
+    assert eval(repr(small)) == small  # noqa: S307 - the repr of a small result is still a dict literal
+

@@ -16,7 +16,7 @@ files not signed with it are refused before they are unpickled.
 {'n': 1}
 """
 
-from kaizen_ray.core.checkpoint._format import CHECKPOINT_FORMAT_VERSION, decode_checkpoint, encode_checkpoint, encode_parts
+from kaizen_ray.core.checkpoint._format import CHECKPOINT_FORMAT_VERSION, decode_checkpoint, encode_buffers, encode_checkpoint, encode_parts
 from kaizen_ray.core.checkpoint._model import (
     Checkpoint,
     CheckpointCorruptError,
@@ -50,7 +50,7 @@ __all__ = [
     "CHECKPOINT_FORMAT_VERSION", "Checkpoint", "CheckpointCorruptError", "CheckpointError", "CheckpointInfo",
     "CheckpointNotFoundError", "CheckpointSerializationError", "CheckpointSignatureError", "CheckpointStatus",
     "CheckpointStorageError", "FileCheckpointStorage", "KEY_ENV", "atomic_write_bytes", "decode_checkpoint",
-    "default_storage_path", "encode_checkpoint", "encode_parts", "resolve_key",
+    "default_storage_path", "encode_buffers", "encode_checkpoint", "encode_parts", "resolve_key",
     "join_storage_path", "list_checkpoints", "load_checkpoint", "new_checkpoint_id", "read_blob", "resolve_latest", "resolve_storage_path",
     "storage_scheme", "validate_agent_name", "validate_checkpoint_id", "write_blob",
 ]  # fmt: skip

@@ -16,8 +16,9 @@ of SHA-256's cost, which counts for a state of many megabytes.
 
 Version 1 files (a SHA-256 of every payload, never signed) are still read; any
 other version is refused with a :class:`CheckpointCorruptError` naming it.
-Head and payload travel as two buffers (:func:`encode_parts`) and are written
-with one ``writev``: the payload is never copied to join them.
+Head and payload travel as buffers (:func:`encode_buffers`) and are written
+with one ``writev``: the payload is never copied to join them, and the big
+``bytes`` of a state are not copied into the payload either.
 
 Private: import the public names from ``kaizen_ray.core.checkpoint``.
 """
@@ -51,7 +52,10 @@ from kaizen_ray.core.checkpoint._sign import sign, signature_problem
 
 logger = logging.getLogger("kaizen_ray.checkpoint")
 
-__all__ = ["CHECKPOINT_FORMAT_VERSION", "MAGIC", "MAX_HEADER_BYTES", "encode_checkpoint", "encode_parts", "decode_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION", "MAGIC", "MAX_HEADER_BYTES", "encode_buffers", "encode_checkpoint", "encode_parts",
+    "decode_checkpoint",
+]  # fmt: skip
 
 CHECKPOINT_FORMAT_VERSION = 2
 MAGIC = b"KAIZENRAY-CKPT\n"
@@ -137,19 +141,49 @@ def _signed_part(header: dict[str, Any]) -> bytes:
     return _canonical({k: v for k, v in header.items() if k not in ("signature", "header_sha256")})
 
 
-def encode_parts(ckpt: Checkpoint, *, key: bytes | None = None) -> tuple[bytes, bytes]:
-    """The checkpoint file as two buffers, ``(magic + header line, payload)``: written with one ``writev``, never joined.
+# A pickled chunk this big is kept by reference (a state's bytes are immutable); smaller writes
+# of the pickler (its 64 KiB frames) are joined into one buffer.
+_BIG_CHUNK = 1 << 18
 
-    ``key`` (bytes, see :func:`~kaizen_ray.core.checkpoint._sign.resolve_key`): sign it.
 
-    >>> head, payload = encode_parts(Checkpoint.new("a", 1, "running", [1, 2]))
-    >>> head.startswith(b"KAIZENRAY-CKPT\\n{") and head.endswith(b"\\n"), len(payload) > 0
-    (True, True)
+class _Chunks:
+    """The file a pickler writes the payload to: big ``bytes`` kept as they are, the rest joined.
+
+    ``cloudpickle.dumps`` would copy a state of 64 MB into its output (about
+    50 ms here) before the payload is checksummed and written; a pickler
+    writing to a file hands a big ``bytes`` object to ``write`` whole, so the
+    payload is written straight from the state. Only immutable ``bytes`` are
+    kept: a ``bytearray`` (or any other buffer) could change after the save
+    was taken, so it is copied like the small writes.
     """
-    if found := _json_problem(ckpt.metadata, "metadata"):
-        raise CheckpointSerializationError(ckpt.agent, found[1], found[0], _JSON_RULE)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self._small: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        if type(data) is bytes and len(data) >= _BIG_CHUNK:
+            self._join_small()
+            self.parts.append(data)
+        else:
+            self._small.append(bytes(data))
+        return len(data)
+
+    def _join_small(self) -> None:
+        if self._small:
+            self.parts.append(self._small[0] if len(self._small) == 1 else b"".join(self._small))
+            self._small = []
+
+    def done(self) -> list[bytes]:
+        self._join_small()
+        return self.parts
+
+
+def _pickled(ckpt: Checkpoint) -> list[bytes]:
+    """The state's cloudpickle, as :class:`_Chunks`; a state it refuses is a CheckpointSerializationError naming the culprit."""
+    out = _Chunks()
     try:
-        payload = cloudpickle.dumps(ckpt.state)
+        cloudpickle.CloudPickler(out, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(ckpt.state)
     except Exception as exc:
         where, culprit = _find_unpicklable(ckpt.state)
         raise CheckpointSerializationError(
@@ -157,13 +191,36 @@ def encode_parts(ckpt: Checkpoint, *, key: bytes | None = None) -> tuple[bytes, 
             f"cloudpickle cannot serialise it ({type(exc).__name__}: {exc}); keep locks, sockets, "
             "open files and clients out of the state and recreate them after a restore",
         ) from exc
+    return out.done()
+
+
+def encode_buffers(ckpt: Checkpoint, *, key: bytes | None = None) -> list[bytes]:
+    """The checkpoint file as buffers written back to back: ``[magic + header line, *payload]``.
+
+    The payload (the state's cloudpickle) is one buffer, or several when the
+    state holds big ``bytes``: those are not copied, the file is written from
+    them with one ``writev``. ``key`` (bytes, see
+    :func:`~kaizen_ray.core.checkpoint._sign.resolve_key`): sign it.
+
+    >>> head, *payload = encode_buffers(Checkpoint.new("a", 1, "running", {"blob": bytes(1 << 20)}))
+    >>> head.startswith(b"KAIZENRAY-CKPT\\n{"), [len(p) for p in payload][1]
+    (True, 1048576)
+    """
+    if found := _json_problem(ckpt.metadata, "metadata"):
+        raise CheckpointSerializationError(ckpt.agent, found[1], found[0], _JSON_RULE)
+    payload = _pickled(ckpt)
+    crc, digest = 0, hashlib.sha256() if key else None
+    for part in payload:
+        crc = zlib.crc32(part, crc)
+        if digest is not None:
+            digest.update(part)
     header: dict[str, Any] = {
         "format_version": CHECKPOINT_FORMAT_VERSION, "id": ckpt.id, "agent": ckpt.agent,
         "cycle": ckpt.cycle, "status": ckpt.status.value, "created_at": ckpt.created_at.isoformat(),
         "parent_id": ckpt.parent_id, "interrupt_reason": _reason_json(ckpt), "metadata": ckpt.metadata,
-        "payload_size": len(payload), "payload_crc32": zlib.crc32(payload),
+        "payload_size": sum(len(p) for p in payload), "payload_crc32": crc,
         # The SHA-256 only where a signature must vouch for the payload: CRC32 finds damage at a third of the cost.
-        "payload_sha256": hashlib.sha256(payload).hexdigest() if key else None, "signature": None,
+        "payload_sha256": digest.hexdigest() if digest is not None else None, "signature": None,
     }
     if key:
         header["signature"] = sign(key, _signed_part(header))
@@ -175,7 +232,18 @@ def encode_parts(ckpt: Checkpoint, *, key: bytes | None = None) -> tuple[bytes, 
             f"the header would be {len(line)} bytes, over the {MAX_HEADER_BYTES}-byte limit; "
             "put bulk data in the state",
         )
-    return MAGIC + line, payload
+    return [MAGIC + line, *payload]
+
+
+def encode_parts(ckpt: Checkpoint, *, key: bytes | None = None) -> tuple[bytes, bytes]:
+    """The checkpoint file as two buffers, ``(magic + header line, payload)`` (see :func:`encode_buffers`, which does not join the payload).
+
+    >>> head, payload = encode_parts(Checkpoint.new("a", 1, "running", [1, 2]))
+    >>> head.startswith(b"KAIZENRAY-CKPT\\n{") and head.endswith(b"\\n"), len(payload) > 0
+    (True, True)
+    """
+    head, *payload = encode_buffers(ckpt, key=key)
+    return head, payload[0] if len(payload) == 1 else b"".join(payload)
 
 
 def encode_checkpoint(ckpt: Checkpoint, *, key: bytes | None = None) -> bytes:
@@ -184,7 +252,7 @@ def encode_checkpoint(ckpt: Checkpoint, *, key: bytes | None = None) -> bytes:
     >>> encode_checkpoint(Checkpoint.new("a", 1, "running", [1, 2])).startswith(b"KAIZENRAY-CKPT\\n{")
     True
     """
-    return b"".join(encode_parts(ckpt, key=key))
+    return b"".join(encode_buffers(ckpt, key=key))
 
 
 def _parse_header(head: bytes, line: bytes, source: Path | str, key: bytes | None = None) -> dict[str, Any]:
@@ -248,11 +316,13 @@ def _size_problem(expected: int, got: int) -> str:
 
 
 def _split(data: Any) -> tuple[Any, Any]:
-    """``(magic + header line, payload)`` of a file's bytes, or of the two buffers :func:`encode_parts` made."""
+    """``(magic + header line, payload)`` of a file's bytes, or of the buffers :func:`encode_buffers` made."""
     if isinstance(data, (list, tuple)):
-        if len(data) != 2:
-            raise TypeError(f"checkpoint data as parts must be (head, payload), got {len(data)} parts")
-        return memoryview(data[0]), memoryview(data[1])
+        if len(data) < 2:
+            raise TypeError(f"checkpoint data as parts must be [head, *payload], got {len(data)} part(s)")
+        # Joined only here, to unpickle: a load is rare, a save is not.
+        payload = data[1] if len(data) == 2 else b"".join(data[1:])
+        return memoryview(data[0]), memoryview(payload)
     view = memoryview(data)
     n = len(MAGIC)
     end = bytes(view[n:n + MAX_HEADER_BYTES + 1]).find(b"\n")

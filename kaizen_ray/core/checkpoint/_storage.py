@@ -29,7 +29,7 @@ from kaizen_ray.core.checkpoint._format import (
     _parse_header,
     _read_header_info,
     _size_problem,
-    encode_parts,
+    encode_buffers,
 )
 from kaizen_ray.core.checkpoint._fs import (
     _O_CLOEXEC,
@@ -152,11 +152,11 @@ class FileCheckpointStorage:
 
     def write(self, ckpt: Checkpoint) -> Path | str:
         """Encode (and sign, with a key) and write ``ckpt`` atomically; return its path."""
-        return self.write_bytes(ckpt.agent, ckpt.id, list(encode_parts(ckpt, key=self._key)))
+        return self.write_bytes(ckpt.agent, ckpt.id, encode_buffers(ckpt, key=self._key))
 
-    def encode(self, ckpt: Checkpoint) -> tuple[bytes, bytes]:
-        """``ckpt`` as the two buffers of its file (signed with this storage's key, if any), for :meth:`write_bytes`."""
-        return encode_parts(ckpt, key=self._key)
+    def encode(self, ckpt: Checkpoint) -> list[bytes]:
+        """``ckpt`` as the buffers of its file (signed with this storage's key, if any), for :meth:`write_bytes`."""
+        return encode_buffers(ckpt, key=self._key)
 
     def write_bytes(self, agent: str, checkpoint_id: str, data: Any) -> Path | str:
         """Atomically place ``data`` (bytes, or a list of buffers written back to back) at :meth:`path_for`.
