@@ -29,7 +29,9 @@ import asyncio
 import builtins
 import logging
 import threading
+import time
 from collections.abc import Callable
+from operator import itemgetter
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -194,6 +196,35 @@ def pick_message(reason: Any, message: Any = None) -> str:
 
 Listener = Callable[[InterruptReason, InterruptMode], None]
 
+
+class _Accepted(tuple):
+    """An accepted request's facts ``(source, mode, message, time, [model])``, made into its :class:`InterruptReason` on first read.
+
+    Why not the model at once: a request holds the GIL from its call to its
+    return, and only then does a thread spinning on ``is_interrupted()`` see
+    it. Validating a pydantic model was most of that time; a request without
+    metadata (every request but a forwarded one) has nothing left to validate
+    once its source and mode are looked up and its message is a str, so its
+    model waits for the first reader. A request with metadata is modelled at
+    once, so bad metadata is still refused at the call. A tuple, made in C:
+    even a Python ``__init__`` is time the spinning thread waits for.
+    """
+
+    __slots__ = ()
+    _build_lock = threading.Lock()
+    source: InterruptSource = property(itemgetter(0))  # type: ignore[assignment]
+    mode: InterruptMode = property(itemgetter(1))  # type: ignore[assignment]
+    message: str = property(itemgetter(2))  # type: ignore[assignment]
+
+    def reason(self) -> InterruptReason:
+        cell = self[4]
+        if cell[0] is None:
+            with self._build_lock:  # one model per request, whichever thread reads it first
+                if cell[0] is None:
+                    at = datetime.fromtimestamp(self[3], UTC)
+                    cell[0] = InterruptReason(source=self[0], mode=self[1], message=self[2], timestamp=at)
+        return cell[0]
+
 # Keyed by value: a StrEnum member hashes and compares as its value, so either finds it.
 _SOURCES: dict[str, InterruptSource] = {s.value: s for s in InterruptSource}
 _MODES: dict[str, InterruptMode] = {m.value: m for m in InterruptMode}
@@ -224,11 +255,11 @@ class InterruptManager(HandlerArming):
         self.name = name
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._reason: InterruptReason | None = None
+        self._reason: _Accepted | None = None
         self._mode: InterruptMode | None = None
-        self._history: list[InterruptReason] = []
-        self._episode: list[InterruptReason] = []  # accepted since the last reset
-        self._undelivered: list[tuple[InterruptReason, InterruptMode]] = []
+        self._history: list[_Accepted] = []
+        self._episode: list[_Accepted] = []  # accepted since the last reset
+        self._undelivered: list[tuple[_Accepted, InterruptMode]] = []
         self._delivering = False
         # Bumped on every accepted request: a waiter wakes when it moves,
         # which is what keeps waiters alive across reset().
@@ -258,13 +289,14 @@ class InterruptManager(HandlerArming):
     @property
     def reason(self) -> InterruptReason | None:
         """The first accepted reason of this episode, or None."""
-        return self._reason
+        accepted = self._reason
+        return None if accepted is None else accepted.reason()
 
     @property
     def episode(self) -> list[InterruptReason]:
         """The requests accepted since the last :meth:`reset` (the first, then any escalation)."""
         with self._lock:
-            return list(self._episode)
+            return [a.reason() for a in self._episode]
 
     @property
     def generation(self) -> int:
@@ -275,7 +307,7 @@ class InterruptManager(HandlerArming):
     def history(self) -> list[InterruptReason]:
         """Every accepted request, oldest first (a copy). Survives :meth:`reset`."""
         with self._lock:
-            return list(self._history)
+            return [a.reason() for a in self._history]
 
     # -- requests ------------------------------------------------------------
 
@@ -297,26 +329,30 @@ class InterruptManager(HandlerArming):
         """
         if message is not None or type(reason) is not str:
             reason = pick_message(reason, message)
-        try:  # the common case, enums or their values, by one dict look-up each
-            source, mode = _SOURCES[source], _MODES[mode]
-        except (KeyError, TypeError):
-            source, mode = coerce_source_mode(source, mode)  # raises the clear error
-        new = InterruptReason(source=source, mode=mode, message=reason, metadata=dict(metadata or {}))
-        return self._accept(new)
-
-    def _accept(self, new: InterruptReason) -> bool:
-        with self._cond:
-            if self._mode is not None and new.mode.rank <= self._mode.rank:
-                return False
-            self._mode = new.mode  # before _reason: a lock-free reader never sees a reason without a mode
+        # The common cases: the enums themselves (checked by type: an Enum's __hash__ is a
+        # Python call), or their values, by one dict look-up each.
+        if type(source) is not InterruptSource or type(mode) is not InterruptMode:
+            try:
+                source, mode = _SOURCES[source], _MODES[mode]
+            except (KeyError, TypeError):
+                source, mode = coerce_source_mode(source, mode)  # raises the clear error
+        model = InterruptReason(source=source, mode=mode, message=reason, metadata=dict(metadata)) if metadata else None
+        new = _Accepted((source, mode, reason, time.time(), [model]))
+        # One frame from here to the return, no property or helper calls: the whole
+        # request holds the GIL, so its length is how late another thread sees
+        # is_interrupted() turn True. (The condition's own lock, taken directly:
+        # Condition.__enter__ is two Python calls more.)
+        with self._lock:
+            current = self._mode
+            if current is not None and (current is InterruptMode.IMMEDIATE or mode is InterruptMode.GRACEFUL):
+                return False  # only GRACEFUL -> IMMEDIATE escalates
+            self._mode = mode  # before _reason: a lock-free reader never sees a reason without a mode
             if self._reason is None:
                 self._reason = new
             self._history.append(new)
             self._episode.append(new)
             self._generation += 1
-            # Every step below is skipped when nobody is there to hear it: the
-            # whole request holds the GIL, so its length is how late another
-            # thread sees is_interrupted() turn True.
+            # Every step below is skipped when nobody is there to hear it.
             if self._sync_waiters:
                 self._cond.notify_all()
             waiters = ()
@@ -325,12 +361,12 @@ class InterruptManager(HandlerArming):
                 self._async_waiters.clear()
             deliver = False
             if self._listeners or self._children or self._delivering:
-                self._undelivered.append((new, new.mode))
+                self._undelivered.append((new, mode))
                 # If another thread (or this one, further up the stack through a
                 # loop of children) is delivering, it delivers this too, in order.
                 deliver, self._delivering = not self._delivering, True
         if logger.isEnabledFor(logging.INFO):
-            logger.info("%s accepted %s %s interrupt: %s", self._label(), new.source.value, new.mode.value, new.message)
+            logger.info("%s accepted %s %s interrupt: %s", self._label(), source.value, mode.value, reason)
         for loop, fut in waiters:
             _resolve_threadsafe(loop, fut)
         if deliver:
@@ -345,9 +381,10 @@ class InterruptManager(HandlerArming):
                 if not self._undelivered:
                     self._delivering = False
                     return
-                accepted, mode = self._undelivered.pop(0)
+                pending, mode = self._undelivered.pop(0)
                 listeners = list(self._listeners)
                 children = list(self._children)
+            accepted = pending.reason()
             for listener in listeners:
                 try:
                     listener(accepted, mode)
@@ -415,7 +452,7 @@ class InterruptManager(HandlerArming):
                 self._children.append(child)
             replay = list(self._episode)
         for accepted in replay:
-            self._forward(accepted, [child])
+            self._forward(accepted.reason(), [child])
 
     def remove_child(self, child: Any) -> None:
         """Stop forwarding to ``child``."""
