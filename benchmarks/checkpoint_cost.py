@@ -7,9 +7,10 @@ Figures (issue 11), each as a ratio to its baseline measured in the same run:
 
 What each side measures:
 
-* **measured**: the wall time of ``asyncio.run(agent.run_autonomous(task))``
-  in this process, as the seed's code runs an agent, until the result dict is
-  back. The agent's single step returns ``StepResult(state, done=True)``
+* **measured**: the wall time of ``await agent.run_autonomous(task)`` in this
+  process's event loop, until the result dict is back; one agent, run once
+  per sample (its folder exists after the first). The agent's single step
+  returns ``StepResult(state, done=True)``
   where ``state`` is ``{"blob": <N random bytes>, "n": i}``; the blob is made
   once per process (a module cache) so no sample pays for producing it. By
   the time the run returns, the final checkpoint is on disk in the checkpoint
@@ -53,7 +54,6 @@ import asyncio
 import os
 import pickle
 import random
-import shutil
 import sys
 import tempfile
 import threading
@@ -74,7 +74,7 @@ from benchmarks import _report  # noqa: E402
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 CASES = (("run_64mb", 64 << 20, 1.43), ("run_1kb", 1 << 10, 3.0))
-_RUN = ("asyncio.run(agent.run_autonomous(task)) of a 1-cycle agent in the driver until its result is back, the final "
+_RUN = ("await agent.run_autonomous(task) of a 1-cycle agent in the driver until its result is back, the final "
         "checkpoint durable; baseline pickle + write + fsync + rename of the same state by hand")
 _RAY_RUN = ("handle.run() of a 1-cycle agent actor until its result is in the driver, the final checkpoint durable "
             "(no goal: Ray's result trip alone is result_return); same baseline")
@@ -149,33 +149,41 @@ def _alternate(measure_one: Any, base_one: Any, samples: int, cleanup: Any = Non
 
 
 def measure_in_process(samples: int, work: Path) -> list[dict[str, Any]]:
-    """The goal-bearing figures: a run in this process, as the seed runs an agent, against the hand-written write."""
+    """The goal-bearing figures: runs of one agent in this process's event loop, against the hand-written write."""
+    return asyncio.run(_in_process(samples, work))
+
+
+async def _in_process(samples: int, work: Path) -> list[dict[str, Any]]:
     rows = []
     for case, size, target in CASES:
         folder = work / f"{case}-baseline"
         folder.mkdir()
-        cfg = kr.AutonomousConfig(storage_path=work / f"{case}-ckpts", checkpoint_frequency=0)
-        agents = iter(OneStep(config=cfg, name=f"{case}-{i}") for i in range(-2, samples))
-        for i in range(min(2, samples)):  # warm-up: imports, the page cache's first touches
-            asyncio.run(next(agents).run_autonomous({"size": size, "n": -1 - i}))
-            baseline_write({"blob": blob(size), "n": -1 - i}, folder, -1 - i)
-        if samples < 2:
-            next(agents)  # keep the sample agents' names in step with their samples
+        # One agent run once per sample, as the actor figures run one handle: its folder exists after the first.
+        agent = OneStep(config=kr.AutonomousConfig(storage_path=work / f"{case}-ckpts", checkpoint_frequency=0), name=case)
+        checkpoints = agent.storage.path / case
 
-        def one(i: int, size: int = size) -> None:
-            result = asyncio.run(next(agents).run_autonomous({"size": size, "n": i}))
-            if result["status"] != "completed" or not result["checkpoint_id"] or len(result["state"]["blob"]) != size:
-                raise RuntimeError(f"{case}: the run did not complete with its state: {result['status']}, {result.get('error')}")
-
-        def clean(folder: Path = folder, checkpoints: Path = work / f"{case}-ckpts") -> None:
+        def clean(folder: Path = folder, checkpoints: Path = checkpoints) -> None:
             # Keep the disk's work per sample alike on both sides: the page cache a file that was just
             # written holds, and the blocks it takes, are freed on each side before the next sample.
-            for f in folder.iterdir():
+            for f in [*folder.iterdir(), *checkpoints.glob("*.ckpt")]:
                 f.unlink()
-            shutil.rmtree(checkpoints, ignore_errors=True)
 
-        m, b = _alternate(one, lambda i, size=size, folder=folder: baseline_write({"blob": blob(size), "n": i}, folder, i), samples, clean)
-        rows.append({**_report.row(case, m, b, "pickle + write + fsync + rename of the same state"), "size_bytes": size, "target": target})
+        measured, base = [], []
+        for i in range(-min(2, samples), samples):  # two warm-ups: imports, the page cache's first touches
+            t0 = time.perf_counter()
+            baseline_write({"blob": blob(size), "n": i}, folder, i)
+            t1 = time.perf_counter()
+            result = await agent.run_autonomous({"size": size, "n": i})
+            t2 = time.perf_counter()
+            if result["status"] != "completed" or not result["checkpoint_id"] or len(result["state"]["blob"]) != size:
+                raise RuntimeError(f"{case}: the run did not complete with its state: {result['status']}, {result.get('error')}")
+            if not (checkpoints / f"{result['checkpoint_id']}.ckpt").is_file():
+                raise RuntimeError(f"{case}: the run's checkpoint {result['checkpoint_id']} is not in {checkpoints}")
+            if i >= 0:
+                base.append((t1 - t0) * 1000)
+                measured.append((t2 - t1) * 1000)
+            clean()
+        rows.append({**_report.row(case, measured, base, "pickle + write + fsync + rename of the same state"), "size_bytes": size, "target": target})
     _BLOBS.clear()  # the module travels to Ray's workers by value: it must not carry the blobs along
     return rows
 
