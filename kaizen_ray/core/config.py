@@ -104,6 +104,13 @@ class AutonomousConfig(_Config):
     immediate_shutdown_timeout: float = 5.0
     checkpoint_on_interrupt: bool = True
     checkpoint_frequency: int = Field(default=1, ge=0, description="Cycles between checkpoints; 0: only at the end.")
+    checkpoints_in_flight: int = Field(
+        default=1, ge=1, le=64,
+        description="Periodic checkpoints a run may have sent and not yet had acknowledged. 1: each cycle's checkpoint is "
+        "held by the checkpoint store before the next cycle starts, so the agent's process dying loses no completed "
+        "cycle's checkpoint. More: a cycle does not wait for the store's round trip, and a crash may lose up to that many "
+        "of the newest. In-process checkpoints are always 1.",
+    )
     storage_path: Path | str | None = Field(
         default=None, description="A folder or a URI (s3://, gs://, hdfs://, file://); None: $KAIZEN_RAY_STORAGE_PATH or ~/.kaizen_ray/checkpoints"
     )

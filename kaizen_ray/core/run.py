@@ -43,6 +43,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from kaizen_ray.core._observer import NULL_OBSERVER, RunObserver
+from kaizen_ray.core._saves_behind import SavesBehind
 from kaizen_ray.core._step_task import cancel_step, waking
 from kaizen_ray.core._threads import DaemonCall
 from kaizen_ray.core.checkpoint import Checkpoint, CheckpointError, CheckpointStatus
@@ -141,6 +142,8 @@ class AgentRun:
         self.config = agent.config
         self.manager = agent.interrupt_manager
         self.sink = sink
+        # Write-behind checkpoints not acknowledged yet: several only where the sink keeps them in order.
+        self._behind = SavesBehind(sink, agent.config.checkpoints_in_flight if getattr(sink, "keeps_order", False) else 1)
         self.budget = budget
         # In-process a step that outlives immediate_shutdown_timeout is abandoned;
         # on Ray it costs the actor instead (the watcher kills it).
@@ -294,7 +297,9 @@ class AgentRun:
                 freq = cfg.checkpoint_frequency
                 last = cfg.max_cycles is not None and self.cycle >= cfg.max_cycles  # the final save follows at once
                 if not done and not last and freq and self.cycle % freq == 0:
-                    await self._save(state, CheckpointStatus.RUNNING, durable=False)
+                    await self._save_behind(state)
+                elif self._behind:
+                    await self._acknowledge(self._behind.acknowledged())
         except asyncio.CancelledError as exc:
             # The run itself was cancelled (task.cancel(), ray.cancel): stop as
             # IMMEDIATE, checkpoint, then let the cancellation go on.
@@ -321,6 +326,12 @@ class AgentRun:
         if status is RunStatus.INTERRUPTED:
             self._move(AgentPhase.STOPPING)
             self._start_pre_interrupt()
+        if self._behind:  # every write-behind checkpoint is acknowledged before the final one
+            acknowledged, failure = await self._behind.settle()
+            await self._acknowledge(acknowledged, failure=None)
+            if failure is not None and error is None:
+                logger.error("a write-behind checkpoint of %s failed: %r", self.name, failure, exc_info=failure)
+                status, error = RunStatus.FAILED, failure
         checkpoint_id = None
         if status is not RunStatus.INTERRUPTED or cfg.checkpoint_on_interrupt:
             checkpoint_id, save_error = await self._final_save(state, status, error, output, done)
@@ -472,6 +483,31 @@ class AgentRun:
         self._parent_id = self.checkpoint_id = checkpoint_id
         await self._hook(HookEvent.POST_CHECKPOINT, {"checkpoint_id": checkpoint_id, "durable": durable})
         return checkpoint_id
+
+    async def _save_behind(self, state: Any) -> None:
+        """A periodic checkpoint, sent write-behind (see :mod:`kaizen_ray.core._saves_behind`)."""
+        ckpt = self._checkpoint(state, CheckpointStatus.RUNNING, None, False)
+        await self._hook(HookEvent.PRE_CHECKPOINT, {"checkpoint_id": ckpt.id, "durable": False})
+        self._behind.send(ckpt)
+        self._parent_id = ckpt.id
+        # Room for the next one before the next cycle: with a limit of 1, this waits for this very save.
+        await self._acknowledge(await self._behind.room())
+
+    async def _acknowledge(self, checkpoints: list[Checkpoint], *, failure: Any = ...) -> None:
+        """Write-behind checkpoints the sink now holds, in order: each becomes the run's, then its POST_CHECKPOINT hooks run.
+
+        Then raises the oldest failed send's exception, if any (``failure=None``: the caller has it already).
+        """
+        for ckpt in checkpoints:
+            self.checkpoint_id = ckpt.id
+            hooks = self.agent.hooks
+            if hooks.hooks_for(HookEvent.POST_CHECKPOINT):  # with the checkpoint's own cycle and state
+                data = {"checkpoint_id": ckpt.id, "durable": False}
+                await hooks.trigger(HookContext(HookEvent.POST_CHECKPOINT, self.agent, data, cycle=ckpt.cycle, state=ckpt.state))
+        if failure is ...:
+            failure = self._behind.failure()
+        if failure is not None:
+            raise failure
 
     async def _final_save(
         self, state: Any, status: RunStatus, error: BaseException | None, output: Any, done: bool

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import time
+import uuid
 from typing import Any
 
 import ray
@@ -36,12 +37,19 @@ class StoreSink:
     save's seconds and bytes (the metrics).
     """
 
+    # The store queues this sink's saves in the order they were sent (numbered, see _Turns): a run may
+    # leave several unacknowledged (AutonomousConfig.checkpoints_in_flight, kaizen_ray.core._saves_behind).
+    keeps_order = True
+
     def __init__(self, store: Any, storage_path: str, observer: RunObserver = NULL_OBSERVER, key: Any = None) -> None:
         self.store = store
         self.storage_path = storage_path
         self.observer = observer
         self.key = resolve_key(key)
         self.last_state: Any = None  # the state last encoded: known to pickle (see shippable_result)
+        # Saves are numbered in a session of this sink: the store queues them in that order (see _Turns).
+        self._session = uuid.uuid4().hex
+        self._sent = 0
 
     async def save(self, checkpoint: Checkpoint, *, durable: bool) -> str:
         started = time.perf_counter()
@@ -50,7 +58,9 @@ class StoreSink:
         self.last_state = checkpoint.state
         # Out of band: Ray copies the payload once into the object store, the store reads it in place.
         data = [head, *map(pickle.PickleBuffer, payload)]
-        checkpoint_id = await self.store.save.remote(self.storage_path, checkpoint.agent, checkpoint.id, data, durable)
+        self._sent += 1
+        order = (self._session, self._sent)
+        checkpoint_id = await self.store.save.remote(self.storage_path, checkpoint.agent, checkpoint.id, data, durable, order)
         # Measured here, where both are known: encoding included, up to the store's ack (on disk when durable).
         self.observer.on_checkpoint(time.perf_counter() - started, len(head) + sum(map(len, payload)))
         return checkpoint_id

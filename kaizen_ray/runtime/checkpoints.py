@@ -27,8 +27,8 @@ import asyncio
 import logging
 import pickle
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,51 @@ STORE_NAME = "kaizen-checkpoints"
 _FLUSH_THREADS = 16  # writes wait on fsync (the GIL is released): threads, not cores, bound them
 _INLINE_PUT_BYTES = 1 << 20
 _QueueItem = tuple[FileCheckpointStorage, str, str, Any, "asyncio.Future[None] | None"]
+# How long a save waits for the saves its sender sent before it (see _Turns) before it is queued anyway.
+_TURN_WAIT_S = 30.0
+
+
+class _Turns:
+    """Saves of one sender queued in the order it sent them, whatever order Ray starts them in.
+
+    An async actor does not promise to start one caller's calls in the order
+    they were submitted, and a run sends several write-behind saves without
+    waiting (see ``kaizen_ray.core._saves_behind``). Each such save names its
+    sender's session and its number in it; a save that arrives before one
+    sent earlier waits for it (at most ``_TURN_WAIT_S``: a save lost with its
+    sender must not hold the next ones for ever). A session this store has not
+    seen starts wherever its first save arrives (after a restart of the store,
+    its numbers go on from the old one's).
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[Any, str], int] = {}
+        self._moved = asyncio.Event()
+
+    async def wait(self, key: Any, session: str, number: int) -> None:
+        """Return once every save of ``session`` numbered below ``number`` is queued, or the wait timed out."""
+        turn = (key, session)
+        deadline = asyncio.get_running_loop().time() + _TURN_WAIT_S
+        while number > self._next.setdefault(turn, number):
+            moved = self._moved
+            try:
+                await asyncio.wait_for(moved.wait(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                logger.warning(
+                    "checkpoint save %d of %s came %.0fs before those sent earlier; queued without them",
+                    number, session, _TURN_WAIT_S,
+                )
+                return
+
+    def queued(self, key: Any, session: str, number: int, *, last: bool) -> None:
+        """``number`` is queued: the next save of ``session`` may go (``last``: the session is over, forget it)."""
+        turn = (key, session)
+        if last:
+            self._next.pop(turn, None)
+        else:
+            self._next[turn] = max(self._next.get(turn, number), number + 1)
+        self._moved.set()
+        self._moved = asyncio.Event()
 
 
 class CheckpointStoreLogic:
@@ -74,6 +119,7 @@ class CheckpointStoreLogic:
         self._unflushed: set[tuple[Path | str, str]] = set()
         # (storage root, agent) -> the newest checkpoint id this store put on disk.
         self._last_flushed: dict[tuple[Path | str, str], str] = {}
+        self._turns = _Turns()
         self.saved = 0
         self.flushed = 0
 
@@ -152,16 +198,28 @@ class CheckpointStoreLogic:
         if failure is not None:
             raise failure
 
-    async def save(self, storage_path: str, agent: str, checkpoint_id: str, data: Any, durable: bool) -> str:
+    async def save(
+        self, storage_path: str, agent: str, checkpoint_id: str, data: Any, durable: bool, order: tuple[str, int] | None = None
+    ) -> str:
         """Keep ``data`` in the object store and flush it; durable: on disk before returning.
 
         ``data``: the file's bytes, or its buffers ``[head, *payload]`` (written back to back).
+        ``order``: ``(session, number)`` from a sender that does not wait for each save:
+        its saves are queued, so written, in the order of their numbers (see ``_Turns``);
+        its durable save (a run's last) ends the session.
         """
         validate_agent_name(agent)
         validate_checkpoint_id(checkpoint_id)
         storage = self.storage(storage_path)
-        self._raise_failure(storage.path)
         key = (storage.path, agent)
+        if order is not None:
+            await self._turns.wait(key, *order)
+        try:
+            self._raise_failure(storage.path)
+        except BaseException:
+            if order is not None:
+                self._turns.queued(key, *order, last=durable)
+            raise
         refs = self._refs.setdefault(key, OrderedDict())
         refs[checkpoint_id] = None  # its place in the agent's order; the ref follows the put
         self._unflushed.add((storage.path, checkpoint_id))
@@ -169,6 +227,8 @@ class CheckpointStoreLogic:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] | None = loop.create_future() if durable else None
         self._enqueue(key, (storage, agent, checkpoint_id, data, done))
+        if order is not None:
+            self._turns.queued(key, *order, last=durable)
         if done is not None or _size(data) >= _INLINE_PUT_BYTES:
             # Beside the write, in another thread: a durable save waits for the
             # longer of the two, not their sum, and the loop stays free for the
@@ -230,8 +290,10 @@ class CheckpointStore:
     def __repr__(self) -> str:
         return repr(self._logic)
 
-    async def save(self, storage_path: str, agent: str, checkpoint_id: str, data: bytes, durable: bool) -> str:
-        return await self._logic.save(storage_path, agent, checkpoint_id, data, durable)
+    async def save(
+        self, storage_path: str, agent: str, checkpoint_id: str, data: Any, durable: bool, order: tuple[str, int] | None = None
+    ) -> str:
+        return await self._logic.save(storage_path, agent, checkpoint_id, data, durable, order)
 
     async def flush(self, storage_path: str | None = None) -> None:
         await self._logic.flush(storage_path)

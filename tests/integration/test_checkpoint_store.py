@@ -125,6 +125,21 @@ def test_periodic_checkpoints_flush_write_behind_in_order(ray_cluster, storage):
     assert [info.id for info in listed] == [ckpt.id for ckpt, _ in made]
 
 
+def test_a_run_with_checkpoints_in_flight_lands_every_checkpoint_in_order_and_ends_on_its_final_one(ray_cluster, storage):
+    cfg = kr.AutonomousConfig(storage_path=storage, checkpoint_frequency=1, checkpoints_in_flight=4)
+    result = Counter.spawn(config=cfg, name="in-flight").run(12)
+
+    assert result["status"] == "completed" and result["cycles"] == 12
+    ray.get(get_or_create_store(ray_cluster).flush.remote(str(storage)), timeout=EVENT_TIMEOUT_S)
+    every = [kr.load_checkpoint(info.id, storage) for info in kr.list_checkpoints(storage, agent="in-flight")]
+    assert [c.cycle for c in every] == list(range(1, 13))  # none lost, none twice
+    assert every[-1].id == result["checkpoint_id"] and every[-1].status == kr.CheckpointStatus.COMPLETED
+    assert [c.parent_id for c in every[1:]] == [c.id for c in every[:-1]]  # one chain, sent in order
+    mtimes = [file_of(storage, c).stat().st_mtime_ns for c in every]
+    assert mtimes == sorted(mtimes), "the store wrote them out of the order they were sent"
+    assert [c.state["n"] for c in every] == list(range(1, 13))
+
+
 def test_the_store_keeps_a_bounded_number_of_refs_per_agent_and_loads_the_rest_from_disk(ray_cluster, storage):
     store = get_or_create_store(ray_cluster)
     made = make("bounded", KEEP_PER_AGENT + 2)

@@ -112,3 +112,45 @@ def test_a_durable_saves_put_runs_beside_its_write_and_both_are_done_when_it_ret
     asyncio.run(logic.save(str(tmp_path), "beside/a1", checkpoint_id, data, durable=True))
     assert [i.id for i in kr.list_checkpoints(tmp_path, agent="beside/a1")] == [checkpoint_id]  # on disk
     assert logic.locate(str(tmp_path), checkpoint_id) == ("ref", [data])  # and its object held, before the answer
+
+
+def test_saves_sent_without_waiting_are_queued_in_the_order_sent_whatever_order_they_start_in(tmp_path, monkeypatch):
+    """An async actor may start one caller's calls out of order: the sender's numbers put its saves back in order."""
+    written: list[str] = []
+    real_write = FileCheckpointStorage.write_bytes
+
+    def recorded(self, agent, checkpoint_id, data):
+        written.append(checkpoint_id)
+        return real_write(self, agent, checkpoint_id, data)
+
+    monkeypatch.setattr(FileCheckpointStorage, "write_bytes", recorded)
+    logic = CheckpointStoreLogic()
+    (one, d1), (two, d2), (three, d3), (last, d4) = (_parts("a1", c) for c in (1, 2, 3, 4))
+
+    async def scenario():
+        await logic.save(str(tmp_path), "a1", one, d1, False, ("s", 1))
+        # 3 starts before 2: it waits for 2, which is then queued first.
+        third = asyncio.ensure_future(logic.save(str(tmp_path), "a1", three, d3, False, ("s", 3)))
+        await asyncio.sleep(0)  # let the third start and wait for its turn
+        assert not third.done()
+        await logic.save(str(tmp_path), "a1", two, d2, False, ("s", 2))
+        await asyncio.wait_for(third, WAIT_S)
+        await logic.save(str(tmp_path), "a1", last, d4, True, ("s", 4))  # durable: after all three, and ends the session
+        return logic._turns._next
+
+    left = asyncio.run(scenario())
+    assert written == [one, two, three, last]
+    assert left == {}  # the session ended with its durable save
+
+
+def test_a_save_whose_predecessor_never_comes_is_queued_after_the_turn_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr("kaizen_ray.runtime.checkpoints._TURN_WAIT_S", 0.05)
+    logic = CheckpointStoreLogic()
+    (one, d1), (three, d3) = _parts("a1", 1), _parts("a1", 3)
+
+    async def scenario():
+        await logic.save(str(tmp_path), "a1", one, d1, False, ("s", 1))
+        await asyncio.wait_for(logic.save(str(tmp_path), "a1", three, d3, True, ("s", 3)), WAIT_S)  # 2 was lost
+
+    asyncio.run(scenario())
+    assert kr.load_checkpoint(three, storage_path=tmp_path).state == {"agent": "a1", "cycle": 3}
