@@ -36,17 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from kaizen_ray.core._observer import NULL_OBSERVER, RunObserver
+from kaizen_ray.core._run_checkpoints import RunCheckpoints
 from kaizen_ray.core._saves_behind import SavesBehind
 from kaizen_ray.core._step_task import cancel_step, waking
 from kaizen_ray.core._threads import DaemonCall
-from kaizen_ray.core.checkpoint import Checkpoint, CheckpointError, CheckpointStatus
 from kaizen_ray.core.context import BudgetClient, CheckpointSink, StepContext, StepResult
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.hooks import HookContext, HookEvent
@@ -77,13 +76,6 @@ TRANSITIONS: dict[AgentPhase, frozenset[AgentPhase]] = {
     AgentPhase.FINISHED: frozenset({AgentPhase.RUNNING}),
 }
 
-_CHECKPOINT_STATUS = {
-    RunStatus.COMPLETED: CheckpointStatus.COMPLETED,
-    RunStatus.INTERRUPTED: CheckpointStatus.INTERRUPTED,
-    RunStatus.FAILED: CheckpointStatus.FAILED,
-}
-
-
 def clear_if_handled(manager: InterruptManager, handled_generation: int | None) -> None:
     """Start a new run clear of the interrupt the previous run already stopped for.
 
@@ -107,7 +99,7 @@ class _CycleCancelled(Exception):
         self.step, self.call, self.cancelled_at = step, call, cancelled_at
 
 
-class AgentRun:
+class AgentRun(RunCheckpoints):
     """One run of one agent: its cycle, cost, phase and committed state, the loop, and the result.
 
     The agent is the user's code (``initial_state``, ``step``, hooks, config);
@@ -326,12 +318,7 @@ class AgentRun:
         if status is RunStatus.INTERRUPTED:
             self._move(AgentPhase.STOPPING)
             self._start_pre_interrupt()
-        if self._behind:  # every write-behind checkpoint is acknowledged before the final one
-            acknowledged, failure = await self._behind.settle()
-            await self._acknowledge(acknowledged, failure=None)
-            if failure is not None and error is None:
-                logger.error("a write-behind checkpoint of %s failed: %r", self.name, failure, exc_info=failure)
-                status, error = RunStatus.FAILED, failure
+        status, error = await self._settle_behind(status, error)  # before the final checkpoint, every one in flight
         checkpoint_id = None
         if status is not RunStatus.INTERRUPTED or cfg.checkpoint_on_interrupt:
             checkpoint_id, save_error = await self._final_save(state, status, error, output, done)
@@ -463,65 +450,6 @@ class AgentRun:
             return
         await hooks.trigger(HookContext(event, self.agent, data or {}, cycle=self.cycle, state=self._state))
 
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def _checkpoint(self, state: Any, status: CheckpointStatus, output: Any, done: bool) -> Checkpoint:
-        metadata: dict[str, Any] = {"cost": self.cost, "done": done}
-        if done and _json_able(output):
-            metadata["output"] = output
-        return Checkpoint.new(
-            self.name, self.cycle, status, state,
-            interrupt_reason=self.manager.reason, parent_id=self._parent_id, metadata=metadata,
-        )  # fmt: skip
-
-    async def _save(
-        self, state: Any, status: CheckpointStatus, *, durable: bool, output: Any = None, done: bool = False
-    ) -> str:
-        ckpt = self._checkpoint(state, status, output, done)
-        await self._hook(HookEvent.PRE_CHECKPOINT, {"checkpoint_id": ckpt.id, "durable": durable})
-        checkpoint_id = await self.sink.save(ckpt, durable=durable)
-        self._parent_id = self.checkpoint_id = checkpoint_id
-        await self._hook(HookEvent.POST_CHECKPOINT, {"checkpoint_id": checkpoint_id, "durable": durable})
-        return checkpoint_id
-
-    async def _save_behind(self, state: Any) -> None:
-        """A periodic checkpoint, sent write-behind (see :mod:`kaizen_ray.core._saves_behind`)."""
-        ckpt = self._checkpoint(state, CheckpointStatus.RUNNING, None, False)
-        await self._hook(HookEvent.PRE_CHECKPOINT, {"checkpoint_id": ckpt.id, "durable": False})
-        self._behind.send(ckpt)
-        self._parent_id = ckpt.id
-        # Room for the next one before the next cycle: with a limit of 1, this waits for this very save.
-        await self._acknowledge(await self._behind.room())
-
-    async def _acknowledge(self, checkpoints: list[Checkpoint], *, failure: Any = ...) -> None:
-        """Write-behind checkpoints the sink now holds, in order: each becomes the run's, then its POST_CHECKPOINT hooks run.
-
-        Then raises the oldest failed send's exception, if any (``failure=None``: the caller has it already).
-        """
-        for ckpt in checkpoints:
-            self.checkpoint_id = ckpt.id
-            hooks = self.agent.hooks
-            if hooks.hooks_for(HookEvent.POST_CHECKPOINT):  # with the checkpoint's own cycle and state
-                data = {"checkpoint_id": ckpt.id, "durable": False}
-                await hooks.trigger(HookContext(HookEvent.POST_CHECKPOINT, self.agent, data, cycle=ckpt.cycle, state=ckpt.state))
-        if failure is ...:
-            failure = self._behind.failure()
-        if failure is not None:
-            raise failure
-
-    async def _final_save(
-        self, state: Any, status: RunStatus, error: BaseException | None, output: Any, done: bool
-    ) -> tuple[str | None, BaseException | None]:
-        if isinstance(error, CheckpointError):
-            # The state that could not be saved is still the state: saving it
-            # again would fail the same way. The last good checkpoint stands.
-            return self.checkpoint_id, None
-        try:
-            return await self._save(state, _CHECKPOINT_STATUS[status], durable=True, output=output, done=done), None
-        except Exception as exc:  # noqa: BLE001 - reported in the result, never dropped
-            logger.error("final checkpoint of %s failed: %r", self.name, exc, exc_info=exc)
-            return self.checkpoint_id, exc
-
     def _end(self, status: RunStatus | None) -> None:
         shared_scheduler().cancel(self._escalation_key)
         mgr = self.manager
@@ -535,10 +463,3 @@ class AgentRun:
         mgr.run_shutdown_callbacks()
         self._move(AgentPhase.FINISHED)
 
-
-def _json_able(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
