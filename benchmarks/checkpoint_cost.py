@@ -24,11 +24,11 @@ What each side measures:
 Samples alternate (baseline, measured, baseline, ...) so a busy machine slows
 both sides alike; the ratio is of the medians.
 
-Why in-process: these goals price the checkpoint, and the issue's own
-starting figures (1.9× and 7×) were a run in one process. On Ray a run's
-result must also travel from the actor to the driver, and that trip alone
-(``result_return_*`` below) costs more than the 1 KB goal allows, so the same
-run on an actor is reported beside them without a goal:
+Why in-process: these goals price the checkpoint. The issue's starting
+figures (1.9× and 7×) match a run in one process, not one on an actor: on
+Ray a run's result must also travel from the actor to the driver, and that
+trip alone (``result_return_*`` below) costs more than the 1 KB goal allows.
+So the same run on an actor is reported beside them, without a goal:
 
 * ``ray_run_*``: ``handle.run(task)`` on an agent actor of a local Ray (the
   checkpoint saved through the checkpoint store actor, durable before the

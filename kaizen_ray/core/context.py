@@ -10,6 +10,7 @@ in both places.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ _T = TypeVar("_T")
 # One pool for the process, not the running loop's default executor (asyncio.to_thread): each
 # asyncio.run(agent.run_autonomous(...)), as the seed runs an agent, makes a new loop, whose
 # executor would start its threads for the run and join them as it ends (about 0.6 ms of a small
-# run). The threads start on first use; at exit, concurrent.futures lets every write finish.
-_IO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kaizen-ray-io")
+# run). As many threads as that executor would have; they start on first use, and at exit
+# concurrent.futures lets every write finish.
+_IO_POOL = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="kaizen-ray-io")
 
 
 async def _in_io_thread(fn: Callable[..., _T], *args: Any) -> _T:

@@ -31,9 +31,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from operator import itemgetter
 from datetime import UTC, datetime
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator

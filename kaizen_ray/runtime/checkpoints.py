@@ -208,17 +208,18 @@ class CheckpointStoreLogic:
         its saves are queued, so written, in the order of their numbers (see ``_Turns``);
         its durable save (a run's last) ends the session.
         """
-        validate_agent_name(agent)
-        validate_checkpoint_id(checkpoint_id)
-        storage = self.storage(storage_path)
-        key = (storage.path, agent)
+        turn = (storage_path, agent)  # as the sender names them: known before anything can be refused
         if order is not None:
-            await self._turns.wait(key, *order)
+            await self._turns.wait(turn, *order)
         try:
+            validate_agent_name(agent)
+            validate_checkpoint_id(checkpoint_id)
+            storage = self.storage(storage_path)
+            key = (storage.path, agent)
             self._raise_failure(storage.path)
         except BaseException:
-            if order is not None:
-                self._turns.queued(key, *order, last=durable)
+            if order is not None:  # refused before it was queued: the sender's next save need not wait for it
+                self._turns.queued(turn, *order, last=durable)
             raise
         refs = self._refs.setdefault(key, OrderedDict())
         refs[checkpoint_id] = None  # its place in the agent's order; the ref follows the put
@@ -228,7 +229,7 @@ class CheckpointStoreLogic:
         done: asyncio.Future[None] | None = loop.create_future() if durable else None
         self._enqueue(key, (storage, agent, checkpoint_id, data, done))
         if order is not None:
-            self._turns.queued(key, *order, last=durable)
+            self._turns.queued(turn, *order, last=durable)
         if done is not None or _size(data) >= _INLINE_PUT_BYTES:
             # Beside the write, in another thread: a durable save waits for the
             # longer of the two, not their sum, and the loop stays free for the

@@ -154,3 +154,21 @@ def test_a_save_whose_predecessor_never_comes_is_queued_after_the_turn_wait(tmp_
 
     asyncio.run(scenario())
     assert kr.load_checkpoint(three, storage_path=tmp_path).state == {"agent": "a1", "cycle": 3}
+
+
+def test_a_save_refused_before_it_was_queued_does_not_hold_up_the_next_one(tmp_path, monkeypatch):
+    monkeypatch.setattr("kaizen_ray.runtime.checkpoints._TURN_WAIT_S", 3600.0)  # a held save would hang the test
+    logic = CheckpointStoreLogic()
+    (one, d1), (_two, d2), (three, d3) = (_parts("a1", c) for c in (1, 2, 3))
+
+    async def scenario():
+        await logic.save(str(tmp_path), "a1", one, d1, False, ("s", 1))
+        try:
+            await logic.save(str(tmp_path), "a1", "not an id/..", d2, False, ("s", 2))
+        except ValueError as exc:
+            refused = exc
+        await asyncio.wait_for(logic.save(str(tmp_path), "a1", three, d3, True, ("s", 3)), WAIT_S)
+        return refused
+
+    assert "not an id" in str(asyncio.run(scenario()))
+    assert [c.cycle for c in kr.list_checkpoints(tmp_path, agent="a1")] == [1, 3]
