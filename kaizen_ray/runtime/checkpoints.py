@@ -64,8 +64,11 @@ class _Turns:
     sender's session and its number in it; a save that arrives before one
     sent earlier waits for it (at most ``_TURN_WAIT_S``: a save lost with its
     sender must not hold the next ones for ever). A session this store has not
-    seen starts wherever its first save arrives (after a restart of the store,
-    its numbers go on from the old one's).
+    seen starts wherever its first save arrives: after a restart of the store
+    its numbers go on from the old one's, and the saves Ray retries must not
+    wait for those the old store had already queued. The price: if Ray starts
+    the very first saves of a session out of order, they are queued as they
+    came (each file is still whole; "latest" goes by id, not by arrival).
     """
 
     def __init__(self) -> None:
