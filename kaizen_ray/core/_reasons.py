@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kaizen_ray.core._validate import aware_utc
 from kaizen_ray.core.errors import KaizenError
 
 __all__ = [
@@ -71,9 +72,7 @@ class InterruptReason(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError(f"timestamp {value!r} has no time zone; expected an aware UTC datetime")
-        return value.astimezone(UTC)
+        return aware_utc("timestamp", value)
 
     def with_metadata(self, **extra: Any) -> InterruptReason:
         """A copy with ``extra`` merged into ``metadata``.

@@ -3,9 +3,8 @@
 Used by ``AgentHandle.run()`` / ``SupervisorHandle.run()``: the driver's own
 :class:`~kaizen_ray.core.handlers.SignalInterruptHandler` for the run's
 duration (from before it is submitted), forwarding each press to the agent
-(or supervisor) actor. Presses
-are counted one by one by the handler's wakeup pipe, also while the main
-thread is inside ``ray.wait``.
+(or supervisor) actor. Presses are counted one by one by the handler's
+wakeup pipe, also while the main thread is inside ``ray.wait``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kaizen_ray.core._validate import aware_utc
 from kaizen_ray.core.errors import ConfigError, KaizenError
 from kaizen_ray.core.interrupts import InterruptReason
 
@@ -381,9 +382,7 @@ class _Header(BaseModel):
     @field_validator("created_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError(f"created_at {value!r} has no time zone; expected an aware UTC datetime")
-        return value.astimezone(UTC)
+        return aware_utc("created_at", value)
 
     @field_validator("metadata")
     @classmethod
