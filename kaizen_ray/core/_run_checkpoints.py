@@ -115,7 +115,13 @@ class RunCheckpoints:
         return status, error
 
 
+# json.dumps takes any of these (a NaN too: it is not strict): the usual outputs need no trial encoding.
+_ALWAYS_JSON_ABLE = frozenset({type(None), str, bool, float})
+
+
 def _json_able(value: Any) -> bool:
+    if type(value) in _ALWAYS_JSON_ABLE:
+        return True
     try:
         json.dumps(value)
     except (TypeError, ValueError):

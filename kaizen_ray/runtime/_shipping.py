@@ -14,7 +14,7 @@ import ray
 
 from kaizen_ray.core.checkpoint import CheckpointSerializationError
 from kaizen_ray.core.checkpoint._format import _find_unpicklable
-from kaizen_ray.core.checkpoint._model import _type_name
+from kaizen_ray.core.checkpoint._json import _type_name
 
 logger = logging.getLogger("kaizen_ray.runtime")
 

@@ -1,8 +1,9 @@
 """Checkpoints, as one package: the model (``_model``), the file format (``_format``), the storage (``_storage``).
 
 The dependency goes one way: ``_format`` builds on ``_model``, ``_storage`` on
-both; this ``__init__`` only re-exports. Import public names from here (or
-from ``kaizen_ray``).
+both (the leaves ``_json`` and ``_paths`` hold the metadata check and the
+storage paths); this ``__init__`` only re-exports. Import public names from
+here (or from ``kaizen_ray``).
 
 Loading unpickles, which can run code: load only checkpoints your own agents
 wrote, or set a key (``$KAIZEN_RAY_CHECKPOINT_KEY``, ``_sign``) so that
@@ -27,13 +28,11 @@ from kaizen_ray.core.checkpoint._model import (
     CheckpointSignatureError,
     CheckpointStatus,
     CheckpointStorageError,
-    default_storage_path,
     new_checkpoint_id,
-    resolve_storage_path,
-    storage_scheme,
     validate_agent_name,
     validate_checkpoint_id,
 )
+from kaizen_ray.core.checkpoint._paths import default_storage_path, resolve_storage_path, storage_scheme
 from kaizen_ray.core.checkpoint._storage import (
     FileCheckpointStorage,
     atomic_write_bytes,

@@ -37,16 +37,14 @@ from typing import Any
 import cloudpickle
 from pydantic import ValidationError
 
+from kaizen_ray.core.checkpoint._json import _JSON_RULE, _json_problem, _type_name
 from kaizen_ray.core.checkpoint._model import (
-    _JSON_RULE,
     Checkpoint,
     CheckpointCorruptError,
     CheckpointInfo,
     CheckpointSerializationError,
     CheckpointSignatureError,
     _Header,
-    _json_problem,
-    _type_name,
 )
 from kaizen_ray.core.checkpoint._sign import sign, signature_problem
 
@@ -71,13 +69,35 @@ _KEYS_OF_VERSION = {
 }
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def _canonical(obj: Any) -> bytes:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return text.encode("ascii")
+    return _ENCODER.encode(obj).encode("ascii")
 
 
 def _header_digest(header: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical({k: v for k, v in header.items() if k != "header_sha256"})).hexdigest()
+
+
+def _header_line(header: dict[str, Any]) -> bytes:
+    """The header line, end of line included: ``_canonical`` of ``header`` with its ``header_sha256`` added.
+
+    Byte for byte what encoding the header a second time, checksum
+    included, would give, for the cost of one encoding (metadata and all).
+    With sorted keys the checksum's member goes just before the one of
+    "id", which is the first ``,"id":`` of the JSON the checksum covers: the
+    keys before it hold a str (agent, created_at) or an int (cycle,
+    format_version), and a JSON string holds no bare '"'. An agent or cycle
+    of another type (a model built without validation) is encoded twice.
+    """
+    body = _canonical(header)
+    checksum = hashlib.sha256(body).hexdigest()
+    if type(header["agent"]) is not str or type(header["cycle"]) is not int:
+        return _canonical({**header, "header_sha256": checksum}) + b"\n"
+    cut = body.index(b',"id":') + 1
+    return b"".join((body[:cut], b'"header_sha256":"', checksum.encode("ascii"), b'",', body[cut:], b"\n"))
 
 
 def _children(obj: Any, where: str):
@@ -224,8 +244,7 @@ def encode_buffers(ckpt: Checkpoint, *, key: bytes | None = None) -> list[bytes]
     }
     if key:
         header["signature"] = sign(key, _signed_part(header))
-    header["header_sha256"] = _header_digest(header)
-    line = _canonical(header) + b"\n"
+    line = _header_line(header)
     if len(line) > MAX_HEADER_BYTES:
         raise CheckpointSerializationError(
             ckpt.agent, "dict", "metadata",

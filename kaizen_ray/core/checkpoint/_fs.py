@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from kaizen_ray.core.checkpoint._model import resolve_storage_path, storage_scheme
+from kaizen_ray.core.checkpoint._paths import resolve_storage_path, storage_scheme
 
 __all__ = [
     "ArrowFolder", "atomic_write_bytes", "join_storage_path", "read_blob", "read_uri", "write_blob", "write_uri",
@@ -113,9 +113,16 @@ def atomic_write_bytes(final: Path, data: Any) -> None:
     (b'hi', '0o600')
     """
     folder = final.parent
-    _make_private_dirs(folder)
     tmp = folder / f".{final.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except (FileNotFoundError, NotADirectoryError):
+        # The folder is made (or why it cannot be, said) only when the open
+        # shows it is needed: after the first save it exists, and two stats
+        # of it per save were most of the cost of an existing folder.
+        _make_private_dirs(folder)
+        fd = os.open(tmp, flags, 0o600)
     try:
         try:
             if hasattr(os, "fchmod"):

@@ -1,9 +1,11 @@
-"""The leaf of the checkpoint package: the model, its errors, names, ids and paths.
+"""The leaf of the checkpoint package: the model, its errors, names and ids.
 
 A checkpoint is one saved state of one agent (:class:`Checkpoint`); listing
 returns its header alone (:class:`CheckpointInfo`). This module imports
-nothing else of the package: ``_format`` builds on it, ``_storage`` on both,
-and the package's ``__init__`` re-exports the public names.
+nothing else of the package but ``_json``, its check of metadata (like
+``_paths``, where storage lives, a leaf too): ``_format`` builds on it,
+``_storage`` on both, and the package's ``__init__`` re-exports the public
+names.
 
 Loading unpickles, which can run code: load only checkpoints your own agents
 wrote.
@@ -11,7 +13,7 @@ wrote.
 
 from __future__ import annotations
 
-import math
+import functools
 import os
 import re
 import secrets
@@ -21,20 +23,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kaizen_ray.core._validate import aware_utc
-from kaizen_ray.core.errors import ConfigError, KaizenError
+from kaizen_ray.core.checkpoint._json import _JSON_RULE, _json_clean, _json_problem
+from kaizen_ray.core.errors import KaizenError
 from kaizen_ray.core.interrupts import InterruptReason
 
 __all__ = [
     "CheckpointStatus", "CheckpointError", "CheckpointNotFoundError",
     "CheckpointCorruptError", "CheckpointSignatureError", "CheckpointSerializationError", "CheckpointStorageError",
-    "Checkpoint", "CheckpointInfo", "new_checkpoint_id", "validate_agent_name",
-    "validate_checkpoint_id", "default_storage_path", "resolve_storage_path", "storage_scheme",
-    "SUPPORTED_SCHEMES",
+    "Checkpoint", "CheckpointInfo", "new_checkpoint_id", "validate_agent_name", "validate_checkpoint_id",
 ]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -160,15 +161,35 @@ def validate_agent_name(name: str) -> str:
     Traceback (most recent call last):
     ValueError: agent name '../x' is not allowed: ...
     """
+    _agent_folder(name)
+    return name
+
+
+def _agent_folder(name: str) -> str:
+    """The folder name of ``name`` (each ``/`` quoted) once it passes :func:`validate_agent_name`'s checks.
+
+    Every checkpoint of a run checks the same name again: for an exact
+    ``str`` the answer is cached (a refusal is not: it raises anew). A ``str``
+    subclass is checked afresh each time, since it could compare equal to a
+    cached name that it does not spell.
+    """
+    if type(name) is str:
+        return _checked_folder(name)
     if not isinstance(name, str):
         raise TypeError(f"agent name must be a str, got {type(name).__name__}: {name!r}")
+    return _checked_folder.__wrapped__(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_folder(name: str) -> str:
     rule = ("expected 1..200 characters: '/'-separated segments, each of letters, digits, "
             "'_', '.', '-', not starting with '.' or '-'")
     if not 1 <= len(name) <= 200 or not all(_SEGMENT.fullmatch(s) for s in name.split("/")):
         raise ValueError(f"agent name {name!r} is not allowed: {rule}")
-    if len(_folder_name(name)) > 255:  # each '/' becomes '%2F': the folder name must fit NAME_MAX
+    folder = _folder_name(name)
+    if len(folder) > 255:  # each '/' becomes '%2F': the folder name must fit NAME_MAX
         raise ValueError(f"agent name {name!r} is not allowed: too many '/' for a 255-byte folder name")
-    return name
+    return folder
 
 
 def validate_checkpoint_id(checkpoint_id: str) -> str:
@@ -223,98 +244,33 @@ def new_checkpoint_id() -> str:
             if _id_counter > 0xFFFF:
                 _id_last_us, _id_counter = _id_last_us + 1, 0
         us, counter = _id_last_us, _id_counter
-    stamp = datetime.fromtimestamp(us // 1_000_000, UTC).strftime("%Y%m%dT%H%M%S")
-    return f"ck-{stamp}{us % 1_000_000:06d}Z-{counter:04x}-{secrets.token_hex(3)}"
+    return f"ck-{_utc_stamp(us // 1_000_000)}{us % 1_000_000:06d}Z-{counter:04x}-{secrets.token_bytes(3).hex()}"
 
 
-# -- paths ----------------------------------------------------------------------------
+_last_stamp = (0, "19700101T000000")  # (second, its stamp), one tuple so that threads never see half of it
 
 
-# Schemes ``pyarrow.fs.FileSystem.from_uri`` understands and we promise (DESIGN "Checkpoints").
-SUPPORTED_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(//)?")  # 2+ letters: "C:" is a Windows drive, not a scheme
+def _utc_stamp(second: int) -> str:
+    """``second`` (Unix time) as ``YYYYmmddTHHMMSS`` in UTC: the date part of an id.
 
+    Ids come in bursts, so the last second's stamp is kept; a new one is
+    formatted from ``time.gmtime``, at half the cost of ``strftime``. What
+    ``datetime`` writes otherwise (a year outside 1000..9999, a leap second,
+    which it clamps to :59) is left to it.
 
-def storage_scheme(path: str | os.PathLike[str]) -> str | None:
-    """The URI scheme of a storage path (lower case), or None for a local folder.
-
-    A URI of a scheme we do not support is refused here, at once, rather than
-    taken for a relative folder named ``ftp:``; so is a supported scheme
-    without its ``//`` (``s3:bucket``).
-
-    >>> storage_scheme("s3://bucket/ckpts"), storage_scheme("/data/ckpts"), storage_scheme("rel/x")
-    ('s3', None, None)
-    >>> storage_scheme("ftp://host/x")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    kaizen_ray.core.errors.ConfigError: storage_path must be a local folder or a URI of a supported scheme ...
+    >>> _utc_stamp(1795600000), _utc_stamp(0)
+    ('20261125T094640', '19700101T000000')
     """
-    if not isinstance(path, str):  # a PathLike is a local folder by construction
-        return None
-    found = _SCHEME.match(path)
-    if found is None:
-        return None
-    scheme, slashes = found.group(1).lower(), found.group(2)
-    if slashes is None and scheme not in SUPPORTED_SCHEMES:
-        return None  # "name:tag/x" is a legal (if odd) relative folder
-    if scheme not in SUPPORTED_SCHEMES or slashes is None:
-        raise ConfigError(
-            "storage_path", path,
-            "a local folder or a URI of a supported scheme "
-            f"({', '.join(s + '://' for s in SUPPORTED_SCHEMES)})",
-        )
-    return scheme
-
-
-def _file_uri_path(uri: str) -> Path:
-    """The local folder of a ``file://`` URI (``file:///abs`` or ``file://localhost/abs``)."""
-    parts = urlsplit(uri)
-    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment or not parts.path.startswith("/"):
-        raise ConfigError("storage_path", uri, "a file:// URI of an absolute local path, like file:///data/ckpts")
-    return Path(unquote(parts.path))
-
-
-def _normal_uri(uri: str) -> str:
-    """One spelling per remote folder (scheme lower case, no trailing '/'): it keys caches on Ray."""
-    parts = urlsplit(uri)
-    if not parts.netloc:
-        raise ConfigError("storage_path", uri, f"a URI with a bucket or host, like {parts.scheme}://bucket/ckpts")
-    return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path.rstrip("/"), parts.query, ""))
-
-
-def default_storage_path() -> Path | str:
-    """``$KAIZEN_RAY_STORAGE_PATH`` if set (a folder or a URI), else ``~/.kaizen_ray/checkpoints``.
-
-    >>> p = default_storage_path(); isinstance(p, str) or p.is_absolute()
-    True
-    """
-    env = os.environ.get("KAIZEN_RAY_STORAGE_PATH")
-    if env:
-        return resolve_storage_path(env)
-    return (Path.home() / ".kaizen_ray" / "checkpoints").absolute()
-
-
-def resolve_storage_path(path: str | os.PathLike[str] | None) -> Path | str:
-    """The storage for ``path`` (None: the default): an absolute local folder, or a remote URI as a str.
-
-    Absolute because Ray workers run in another working directory than the
-    driver. A ``file://`` URI is a local folder; ``s3://``, ``gs://``,
-    ``hdfs://`` stay URIs (normalised: no trailing '/'), never a ``Path``.
-
-    >>> resolve_storage_path("~/ck") == Path.home() / "ck"
-    True
-    >>> resolve_storage_path("file:///data/ck"), resolve_storage_path("s3://bucket/ck/")
-    (PosixPath('/data/ck'), 's3://bucket/ck')
-    """
-    if path is None:
-        return default_storage_path()
-    if not isinstance(path, (str, os.PathLike)):
-        raise ConfigError("storage_path", path, "a local folder (str or os.PathLike) or a storage URI")
-    scheme = storage_scheme(path)
-    if scheme == "file":
-        return _file_uri_path(str(path))
-    if scheme is not None:
-        return _normal_uri(str(path))
-    return Path(path).expanduser().absolute()
+    global _last_stamp
+    cached_second, stamp = _last_stamp
+    if second != cached_second:
+        t = time.gmtime(second)
+        if 1000 <= t.tm_year <= 9999 and t.tm_sec < 60:
+            stamp = "%04d%02d%02dT%02d%02d%02d" % t[:6]
+        else:
+            stamp = datetime.fromtimestamp(second, UTC).strftime("%Y%m%dT%H%M%S")
+        _last_stamp = (second, stamp)
+    return stamp
 
 
 # -- models ---------------------------------------------------------------------------
@@ -322,39 +278,6 @@ def resolve_storage_path(path: str | os.PathLike[str] | None) -> Path | str:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _type_name(value: Any) -> str:
-    t = type(value)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-
-
-def _json_problem(value: Any, where: str, depth: int = 0) -> tuple[str, str] | None:
-    """(where, type) of the first value that would not come back equal from JSON, or None."""
-    if depth > 64:
-        return where, f"{_type_name(value)} nested deeper than 64 levels"
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (where, f"non-finite float ({value})")
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            if found := _json_problem(item, f"{where}[{i}]", depth + 1):
-                return found
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{where} key {key!r}", _type_name(key)
-            if found := _json_problem(item, f"{where}[{key!r}]", depth + 1):
-                return found
-        return None
-    return where, _type_name(value)
-
-
-_JSON_RULE = (
-    "metadata must be small and JSON-only: dict with str keys, list, str, int, finite float, bool, None"
-)
 
 
 class _Header(BaseModel):
@@ -419,10 +342,67 @@ class Checkpoint(_Header):
         >>> Checkpoint.new("a", 0, "completed", None).id.startswith("ck-")
         True
         """
+        checkpoint_id, metadata = new_checkpoint_id(), dict(metadata or {})
+        if cls is Checkpoint:
+            fields = _plain_fields(checkpoint_id, agent, cycle, status, state, interrupt_reason, parent_id, metadata)
+            if fields is not None:
+                return _unvalidated(fields)
         return cls(
-            id=new_checkpoint_id(), agent=agent, cycle=cycle, status=status, state=state,
-            interrupt_reason=interrupt_reason, parent_id=parent_id, metadata=dict(metadata or {}),
+            id=checkpoint_id, agent=agent, cycle=cycle, status=status, state=state,
+            interrupt_reason=interrupt_reason, parent_id=parent_id, metadata=metadata,
         )
+
+
+_NEW_FIELDS = frozenset({"id", "agent", "cycle", "status", "state", "interrupt_reason", "parent_id", "metadata"})
+_STATUS_VALUES = frozenset(s.value for s in CheckpointStatus)
+_object_setattr = object.__setattr__
+
+
+def _plain_fields(
+    checkpoint_id: str, agent: Any, cycle: Any, status: Any, state: Any, reason: Any, parent_id: Any,
+    metadata: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The fields validation would make for :meth:`Checkpoint.new`, or None to let it decide (and word any error).
+
+    A run checkpoints every cycle, and validating the model cost more than
+    the checks themselves. Here each value must already be of the exact type
+    validation keeps as it is (no str subclass, no bool for an int) and pass
+    the same checks: agent name, cycle >= 0, status, parent id, JSON-only
+    metadata. The new id and ``created_at`` are made here, valid by
+    construction. Anything else goes to validation, which raises as before.
+    """
+    if type(status) is str and status in _STATUS_VALUES:
+        status = CheckpointStatus(status)
+    if not (
+        type(agent) is str and type(cycle) is int and cycle >= 0 and type(status) is CheckpointStatus
+        and (reason is None or type(reason) is InterruptReason)
+        and (parent_id is None or (type(parent_id) is str and _ID.fullmatch(parent_id)))
+        and all(type(key) is str for key in metadata) and _json_clean(metadata)
+    ):
+        return None
+    try:
+        _checked_folder(agent)
+    except ValueError:
+        return None
+    return {  # in the order of the fields, as validation makes it (repr follows it)
+        "id": checkpoint_id, "agent": agent, "cycle": cycle, "status": status, "interrupt_reason": reason,
+        "created_at": _utcnow(), "parent_id": parent_id, "metadata": metadata, "state": state,
+    }
+
+
+def _unvalidated(fields: dict[str, Any]) -> Checkpoint:
+    """The :class:`Checkpoint` of already checked ``fields``: ``model_construct``'s steps, at a fifth of its cost.
+
+    The attributes are those validation sets on a model without extras or
+    private attributes; a unit test pins the result equal to a validated
+    one (fields, their order and types, the fields set).
+    """
+    ckpt = Checkpoint.__new__(Checkpoint)
+    _object_setattr(ckpt, "__dict__", fields)
+    _object_setattr(ckpt, "__pydantic_fields_set__", set(_NEW_FIELDS))
+    _object_setattr(ckpt, "__pydantic_extra__", None)
+    _object_setattr(ckpt, "__pydantic_private__", None)
+    return ckpt
 
 
 class CheckpointInfo(_Header):

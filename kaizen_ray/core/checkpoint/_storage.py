@@ -48,11 +48,11 @@ from kaizen_ray.core.checkpoint._model import (
     CheckpointInfo,
     CheckpointNotFoundError,
     CheckpointStorageError,
+    _agent_folder,
     _folder_name,
-    resolve_storage_path,
-    validate_agent_name,
     validate_checkpoint_id,
 )
+from kaizen_ray.core.checkpoint._paths import resolve_storage_path
 from kaizen_ray.core.checkpoint._sign import resolve_key
 
 logger = logging.getLogger("kaizen_ray.checkpoint")
@@ -107,6 +107,7 @@ class FileCheckpointStorage:
                 self._remote = ArrowFolder(self.path)
         # For messages: a URI's query may hold keys (?secret_key=...), never shown.
         self._shown: Path | str = self.path if self._remote is None else self._remote.where
+        self._folders: dict[str, Path] = {}  # agent -> its folder on disk, checked once (_where)
 
     def __repr__(self) -> str:
         return f"FileCheckpointStorage({str(self._shown)!r}{', signed' if self._key else ''})"
@@ -133,14 +134,23 @@ class FileCheckpointStorage:
 
     def _where(self, agent: str, checkpoint_id: str) -> Path | str:
         """The file's own path: a Path on disk, the filesystem's path (``bucket/key``) at a URI."""
-        folder = _folder_name(validate_agent_name(agent))
+        folder = self._folders.get(agent) if type(agent) is str else None
+        if folder is not None:
+            # Its name was checked and it stays in the storage; a valid id is one
+            # plain file name (no '/', not '.' or '..'), which cannot lead out.
+            return folder / f"{validate_checkpoint_id(checkpoint_id)}.ckpt"
+        folder_name = _agent_folder(agent)
         name = f"{validate_checkpoint_id(checkpoint_id)}.ckpt"
         if self._remote is not None:
-            return self._remote.child(folder, name)
+            return self._remote.child(folder_name, name)
         assert isinstance(self.path, Path)
-        path = self.path / folder / name
+        path = self.path / folder_name / name
         if Path(os.path.normpath(path)).parent.parent != self.path:  # the validators make this impossible
             raise ValueError(f"checkpoint path {path} would leave the storage folder {self.path}")
+        if type(agent) is str:  # kept for exact str: a subclass could compare equal to a name it does not spell
+            if len(self._folders) >= 1024:  # agents come and go: keep it bounded
+                self._folders.clear()
+            self._folders[agent] = path.parent
         return path
 
     def _show(self, where: Path | str) -> Path | str:
@@ -171,7 +181,7 @@ class FileCheckpointStorage:
             if self._remote is not None:
                 self._remote.write(str(final), data)
             else:
-                atomic_write_bytes(Path(final), data)
+                atomic_write_bytes(final if isinstance(final, Path) else Path(final), data)
         except OSError as exc:
             raise CheckpointStorageError(self._shown, f"writing {self._show(final)}: {_why(exc)}") from exc
         logger.debug("wrote checkpoint %s", self._show(final))
@@ -217,13 +227,13 @@ class FileCheckpointStorage:
 
     def _files(self, agent: str | None) -> list[Path | str]:
         if self._remote is not None:
-            folder = None if agent is None else _folder_name(validate_agent_name(agent))
+            folder = None if agent is None else _agent_folder(agent)
             return [p for p, _size in self._remote.files(folder)]
         assert isinstance(self.path, Path)
         if agent is None:
             folders = sorted(d for d in self.path.iterdir() if d.is_dir())
         else:
-            folders = [self.path / _folder_name(validate_agent_name(agent))]
+            folders = [self.path / _agent_folder(agent)]
         return [path for folder in folders for path in sorted(folder.glob("*.ckpt"))]
 
     def list(self, agent: str | None = None) -> list[CheckpointInfo]:
