@@ -12,7 +12,8 @@ very same ``empty_step`` coroutine function (it counts and returns a
   and so is the same with ``checkpoints_in_flight=4``);
 * baseline: an actor method running ``while not done: await empty_step(...)``;
 * context (no goal): the same loop running each step as its own asyncio task,
-  the least a loop needs to be able to cancel a step in flight.
+  as the agent's loop did before its cycles shared one task: what a task
+  (and its two turns of the loop) per cycle costs here.
 
 Per-cycle time is taken inside the actor from the step's own clock (first
 cycle to last), so actor start, the call's round trip and the final
@@ -171,8 +172,8 @@ def main(argv: list[str] | None = None) -> bool:
                   "awaiting the same step in an actor",
         ),
         _report.figure("the same, against a bare loop running each step as a task", agent, "µs", baseline=bare_task,
-                       about="the same cycle against a bare async loop that runs each step as its own task, "
-                             "the least a loop needs to cancel a step in flight"),
+                       about="the same cycle against a bare async loop that runs each step as its own task "
+                             "(a task per cycle, as the agent's loop once did)"),
         _report.figure("agent overhead per cycle beyond the bare loop", agent - bare, "µs"),
         _report.figure("one cycle of an empty step, checkpointed every cycle (the default)", checkpointing, "µs", baseline=agent,
                        about="the same agent with checkpoint_frequency=1, each cycle's state sent to the checkpoint store "

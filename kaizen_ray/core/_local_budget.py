@@ -18,6 +18,9 @@ __all__ = ["LocalBudgetClient"]
 class LocalBudgetClient:
     """In-process: the :class:`~kaizen_ray.core.handlers.BudgetInterruptHandler` s on a manager."""
 
+    # Charges reach the handlers as they are made: only a cycle that charged or reserved needs settling.
+    settles_every_cycle = False
+
     def __init__(self, manager: InterruptManager) -> None:
         self._manager = manager
         self._reservations: list[tuple[Any, Any]] = []  # (handler, reservation) of this cycle

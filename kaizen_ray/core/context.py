@@ -57,6 +57,10 @@ class BudgetClient(Protocol):
     async def reserve(self, amount: float) -> bool:
         """Ask before spending; True if granted."""
 
+    #: True if :meth:`settle` must follow every cycle, even one that neither charged nor reserved
+    #: (a budget that other agents spend too); else the loop settles only after cycles that did.
+    settles_every_cycle: bool
+
     async def settle(self) -> None:
         """End of cycle: make the charges known, release what is left of reservations."""
 
@@ -99,6 +103,10 @@ class FileCheckpointSink:
 class StepContext:
     """What ``step(state, ctx)`` sees of the run.
 
+    A run passes the same context to each of its steps, and sets ``cycle``
+    (the cycle in flight) and the spend before each one: building a new one
+    per cycle would cost an empty cycle more than the cycle itself.
+
     >>> ctx = StepContext(agent_name="a1", cycle=1, manager=InterruptManager())
     >>> ctx.charge(0.25); ctx.cost, ctx.interrupted
     (0.25, False)
@@ -119,6 +127,7 @@ class StepContext:
         self._budget = budget
         self._cost_so_far = cost_so_far
         self._cycle_cost = 0.0
+        self._touched = False  # charged or reserved this cycle: the budget is settled after it
 
     @property
     def interrupted(self) -> bool:
@@ -139,6 +148,7 @@ class StepContext:
         """Record ``cost`` as spent (settled with the budget before the next cycle)."""
         cost = finite_non_negative("cost", cost)
         self._cycle_cost += cost
+        self._touched = True
         if self._budget is not None:
             self._budget.charge(cost)
 
@@ -152,4 +162,5 @@ class StepContext:
         cost = finite_non_negative("cost", cost)
         if self._budget is None:
             return True
+        self._touched = True
         return await self._budget.reserve(cost)

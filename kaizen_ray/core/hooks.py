@@ -73,6 +73,10 @@ class HookEvent(StrEnum):
     # Spend crossed the budget's warning threshold (once per budget). data: {"budget"}
     BUDGET_WARNING = "budget_warning"
 
+    # Hashed as its value, in C: Enum's own __hash__ is Python code (the name's hash), and the
+    # loop looks events up twice per cycle. It also agrees with ==, which a str value satisfies.
+    __hash__ = str.__hash__
+
 
 class HookPriority(IntEnum):
     """Run order among the hooks of one event: lower values first, ties in registration order.

@@ -16,10 +16,17 @@ Cancellation semantics, precisely:
   ``graceful_shutdown_timeout`` of the interrupt, it is escalated to IMMEDIATE
   (SYSTEM, ``metadata["handler"] == "escalation"``) from the shared deadline
   thread, which a blocked event loop cannot delay.
+* The cycles of a run share one task, whose context is a copy of the
+  caller's: a step that never suspends costs no turn of the event loop, and
+  what a step sets in a context variable lasts the run, never reaching the
+  caller. Every step gets the same :class:`StepContext`, set to its cycle.
 * IMMEDIATE: an async step is cancelled (it sees ``CancelledError`` at its
-  next await) and its result, if it returns one anyway, is discarded.
-  Precisely: a cycle is committed only if no IMMEDIATE stop was accepted
-  before its result reached the loop. A sync step runs in a thread, which
+  next await) and its result, if it returns one anyway, is discarded; the
+  run does not wait for it to unwind before it checkpoints. Precisely: a
+  cycle is committed only if no IMMEDIATE stop was accepted before its
+  result reached the loop (a step that never suspends cannot be cancelled,
+  so an IMMEDIATE stop accepted meanwhile in another thread discards its
+  result when it returns). A sync step runs in a thread, which
   cannot be cancelled: the run checkpoints first, then waits up to
   ``immediate_shutdown_timeout`` for the thread and discards its result
   (in-process the thread is then abandoned; on Ray the actor is killed).
@@ -37,16 +44,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from kaizen_ray.core._observer import NULL_OBSERVER, RunObserver
 from kaizen_ray.core._run_checkpoints import RunCheckpoints
+from kaizen_ray.core._run_cycles import RunCycles, TakenOver
 from kaizen_ray.core._saves_behind import SavesBehind
-from kaizen_ray.core._step_task import cancel_step, waking
 from kaizen_ray.core._threads import DaemonCall
-from kaizen_ray.core.context import BudgetClient, CheckpointSink, StepContext, StepResult
+from kaizen_ray.core.context import BudgetClient, CheckpointSink, StepContext
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.hooks import HookContext, HookEvent
 from kaizen_ray.core.interrupts import InterruptedError, InterruptManager, InterruptMode, InterruptReason, InterruptSource
@@ -91,15 +97,7 @@ def clear_if_handled(manager: InterruptManager, handled_generation: int | None) 
         manager.reset()
 
 
-class _CycleCancelled(Exception):
-    """The cycle in flight was cancelled by an IMMEDIATE interrupt; it may still be running."""
-
-    def __init__(self, step: asyncio.Future[Any], call: DaemonCall | None, cancelled_at: float) -> None:
-        super().__init__("cycle cancelled")
-        self.step, self.call, self.cancelled_at = step, call, cancelled_at
-
-
-class AgentRun(RunCheckpoints):
+class AgentRun(RunCycles, RunCheckpoints):
     """One run of one agent: its cycle, cost, phase and committed state, the loop, and the result.
 
     The agent is the user's code (``initial_state``, ``step``, hooks, config);
@@ -108,7 +106,7 @@ class AgentRun(RunCheckpoints):
     and budget actors on Ray. ``previous`` is the agent's last run, whose
     cycle, checkpoint and handled interrupt this one starts from.
 
-    >>> from kaizen_ray.core.agent import BaseAutonomousAgent
+    >>> from kaizen_ray.core.agent import BaseAutonomousAgent, StepResult
     >>> class Once(BaseAutonomousAgent):
     ...     async def step(self, state, ctx):
     ...         return StepResult(state, done=True, output="ok")
@@ -149,10 +147,17 @@ class AgentRun(RunCheckpoints):
         self._previous_handled = previous.handled_generation if previous else None
         self._parent_id: str | None = None
         self._state: Any = None
+        self._output: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._immediate: asyncio.Event | None = None
         self._pre_interrupt: asyncio.Future[Any] | None = None
-        self._step_waiter: asyncio.Future[None] | None = None  # the cycle in flight's: its step ended, or IMMEDIATE
+        # The cycles run in their own task (one per run); the run waits on _settled: set when that task
+        # ends, or when an IMMEDIATE stop cancels the step it is awaiting (the run then goes on without it).
+        self._cycles_task: asyncio.Task[Any] | None = None
+        self._settled: asyncio.Future[None] | None = None
+        self._in_step = False  # the cycles' task is suspended inside a step: only then may IMMEDIATE cancel it
+        self._call: DaemonCall | None = None  # a sync step's thread, while it runs
+        self._taken_over: TakenOver | None = None
+        self._ctx = StepContext(agent_name=agent.name, cycle=0, manager=agent.interrupt_manager, budget=budget)
         self._escalation_key = ("escalation", id(self))
         self._sync_step = not inspect.iscoroutinefunction(agent.step)
         # Observer seam (metrics on Ray): the runtime sets it on the run before execute().
@@ -193,28 +198,20 @@ class AgentRun(RunCheckpoints):
     # -- interrupts, from any thread (signal dispatcher, deadline thread, Ray control thread) --
 
     def _on_interrupt(self, reason: InterruptReason, mode: InterruptMode) -> None:
-        self.observer.on_interrupt(reason.source.value, mode.value)
         loop = self._loop
-        assert loop is not None and self._immediate is not None
+        assert loop is not None
         try:
             if mode is InterruptMode.IMMEDIATE:
                 loop.call_soon_threadsafe(self._on_immediate)
             loop.call_soon_threadsafe(self._start_pre_interrupt)
         except RuntimeError:  # the run's loop is closed: the run is over
             return
+        self.observer.on_interrupt(reason.source.value, mode.value)  # after the loop is woken: a metric can wait
         if mode is InterruptMode.IMMEDIATE:
             shared_scheduler().cancel(self._escalation_key)
         else:
             timeout = self.config.graceful_shutdown_timeout
             shared_scheduler().call_later(self._escalation_key, timeout, lambda: self._escalate(timeout))
-
-    def _on_immediate(self) -> None:
-        # On the run's loop: mark the stop, and wake the cycle waiting on its step.
-        assert self._immediate is not None
-        self._immediate.set()
-        waiter = self._step_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def _escalate(self, timeout: float) -> None:
         self.manager.request_interrupt(
@@ -246,8 +243,7 @@ class AgentRun(RunCheckpoints):
     async def execute(self, task: Any = None, resume_from: str | None = None) -> dict[str, Any]:
         """Run cycles until done, ``max_cycles``, an interrupt or a failure; return the result dict."""
         mgr, cfg = self.manager, self.config
-        self._loop = asyncio.get_running_loop()
-        self._immediate = asyncio.Event()
+        loop = self._loop = asyncio.get_running_loop()
         clear_if_handled(mgr, self._previous_handled)
         self._move(AgentPhase.RUNNING)
         if cfg.enable_interrupts:
@@ -263,44 +259,34 @@ class AgentRun(RunCheckpoints):
                 mgr.remove_listener(self._on_interrupt)
             self._end(None)
             raise
-        self._state = state
-        status, error = RunStatus.COMPLETED, None
-        hooks = self.agent.hooks
+        self._state, self._output = state, output
+        # One task for all the cycles (its context a copy of this one, as for any task): a step that
+        # never suspends costs no turn of the loop, and one that does can be cancelled in place.
+        settled = self._settled = loop.create_future()
+        cycles = self._cycles_task = loop.create_task(self._cycles(state, output, done))
+        cycles.add_done_callback(lambda _: settled.done() or settled.set_result(None))
         cancelled: asyncio.CancelledError | None = None
-        in_flight: _CycleCancelled | None = None
         try:
-            while not done:
-                if cfg.enable_interrupts and mgr.is_interrupted():
-                    status = RunStatus.INTERRUPTED
-                    break
-                if cfg.max_cycles is not None and self.cycle >= cfg.max_cycles:
-                    break
-                try:
-                    result = await self._cycle(state)
-                except _CycleCancelled as exc:
-                    status, in_flight = RunStatus.INTERRUPTED, exc
-                    break
-                state, done, output = result.state, result.done, result.output
-                self._state = state
-                self.cycle += 1
-                self.observer.on_cycle(self.cycle)
-                if hooks.has_hooks(HookEvent.POST_CYCLE):
-                    await self._hook(HookEvent.POST_CYCLE)
-                freq = cfg.checkpoint_frequency
-                last = cfg.max_cycles is not None and self.cycle >= cfg.max_cycles  # the final save follows at once
-                if not done and not last and freq and self.cycle % freq == 0:
-                    await self._save_behind(state)
-                elif self._behind:
-                    await self._acknowledge(self._behind.acknowledged())
+            await settled
         except asyncio.CancelledError as exc:
             # The run itself was cancelled (task.cancel(), ray.cancel): stop as
             # IMMEDIATE, checkpoint, then let the cancellation go on.
-            cancelled, status = exc, RunStatus.INTERRUPTED
+            cancelled = exc
             mgr.request_interrupt(InterruptSource.PROGRAMMATIC, InterruptMode.IMMEDIATE, "the run was cancelled", {"cancelled": True})
-        except Exception as exc:  # noqa: BLE001 - reported in the result with its type and chain
-            status, error = RunStatus.FAILED, exc
-            logger.error("run of %s failed at cycle %d: %r", self.name, self.cycle + 1, exc, exc_info=exc)
-        return await self._stop(status, state, output, done, error, in_flight, cancelled)
+            if self._in_step:
+                self._on_immediate()
+            elif not cycles.done():
+                cycles.cancel()  # at a boundary (a hook, a checkpoint): cut short, as a cancelled run always was
+                await asyncio.wait({cycles})
+        taken = self._taken_over
+        if taken is None:
+            status, state, output, done, error = cycles.result()
+        else:
+            # IMMEDIATE while a step was in flight: the last committed state, whatever the step does now.
+            status, state, output, done, error = RunStatus.INTERRUPTED, self._state, self._output, False, None
+            self.cycle_in_flight = None
+            await self._account(self._ctx)
+        return await self._stop(status, state, output, done, error, taken, cancelled)
 
     async def _stop(
         self,
@@ -309,7 +295,7 @@ class AgentRun(RunCheckpoints):
         output: Any,
         done: bool,
         error: BaseException | None,
-        in_flight: _CycleCancelled | None,
+        taken: TakenOver | None,
         cancelled: asyncio.CancelledError | None,
     ) -> dict[str, Any]:
         mgr, cfg = self.manager, self.config
@@ -324,10 +310,10 @@ class AgentRun(RunCheckpoints):
             checkpoint_id, save_error = await self._final_save(state, status, error, output, done)
             if save_error is not None:
                 status, error = RunStatus.FAILED, save_error
-        if in_flight is not None:
+        if taken is not None:
             # Checkpoint first, then wait for the cancelled step: a step that
             # never ends cannot cost the checkpoint.
-            await self._drain(in_flight)
+            await self._drain(taken)
         if self._pre_interrupt is not None:
             await self._pre_interrupt  # bounded by the hooks' own timeouts
         if status is RunStatus.INTERRUPTED:
@@ -336,7 +322,8 @@ class AgentRun(RunCheckpoints):
         reason = mgr.reason if status is RunStatus.INTERRUPTED else None
         mode = mgr.mode.value if reason is not None and mgr.mode else None
         # One line per run's end; an interrupted run's names the stop's provenance.
-        logger.info("%s", end_line(self.name, status, self.cycle, reason, mode, checkpoint_id, error))
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s", end_line(self.name, status, self.cycle, reason, mode, checkpoint_id, error))
         if cancelled is not None:
             raise cancelled
         result = run_result(
@@ -364,85 +351,6 @@ class AgentRun(RunCheckpoints):
         self.checkpoint_id = self._parent_id = ckpt.id
         logger.info("agent %s resumes from %s at cycle %d", self.name, ckpt.id, ckpt.cycle)
         return ckpt.state, ckpt.metadata.get("output"), bool(ckpt.metadata.get("done", False))
-
-    async def _cycle(self, state: Any) -> StepResult:
-        ctx = StepContext(
-            agent_name=self.name, cycle=self.cycle + 1, manager=self.manager, budget=self.budget, cost_so_far=self.cost
-        )
-        if self.agent.hooks.has_hooks(HookEvent.PRE_CYCLE):
-            await self._hook(HookEvent.PRE_CYCLE)
-        call: DaemonCall | None = None
-        self.cycle_in_flight = ctx.cycle
-        loop = self._loop
-        assert loop is not None
-        waiter = None
-        if self._sync_step:
-            call = DaemonCall(self.agent.step, state, ctx, name=f"kaizen-step-{self.name}")
-            coro = call.result()
-        else:
-            coro = self.agent.step(state, ctx)
-        inner = coro
-        if self.config.enable_interrupts:
-            # The step wakes this waiter itself as it ends (no extra task, no
-            # asyncio.wait), and so does an IMMEDIATE stop (_on_immediate).
-            waiter = self._step_waiter = loop.create_future()
-            coro = waking(inner, waiter)
-        step = loop.create_task(coro)
-        try:
-            result = await self._await_step(step, call, waiter, inner)
-        finally:
-            self.cycle_in_flight = None
-            self._step_waiter = None
-            # Spend is a fact even for a cancelled cycle; settle before the next one.
-            self.cost += ctx.cycle_cost
-            if ctx.cycle_cost:
-                self.observer.on_cost(ctx.cycle_cost)
-            await self.budget.settle()
-            warning = self.budget.take_warning()
-            if warning is not None:
-                await self._hook(HookEvent.BUDGET_WARNING, {"budget": warning})
-        if not isinstance(result, StepResult):
-            raise TypeError(
-                f"{type(self.agent).__name__}.step must return a StepResult, got {type(result).__name__}: {result!r:.200}"
-            )
-        return result
-
-    async def _await_step(
-        self, step: asyncio.Future[Any], call: DaemonCall | None, waiter: asyncio.Future[None] | None, inner: Any
-    ) -> Any:
-        if waiter is None:  # interrupts disabled: nothing can cut the step short
-            return await step
-        assert self._immediate is not None
-        if self._immediate.is_set():
-            waiter.set_result(None)  # IMMEDIATE came before this cycle's waiter existed
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            cancel_step(step, inner)  # the run is cancelled: so is its cycle
-            raise
-        if step.done() and self.manager.mode is not InterruptMode.IMMEDIATE:
-            return step.result()  # finished, and no IMMEDIATE came first: a completed cycle
-        cancel_step(step, inner)
-        raise _CycleCancelled(step, call, time.monotonic())
-
-    async def _drain(self, cancelled: _CycleCancelled) -> None:
-        step, call = cancelled.step, cancelled.call
-        timeout: float | None = None
-        if self.abandon_stuck_steps:
-            timeout = max(0.0, self.config.immediate_shutdown_timeout - (time.monotonic() - cancelled.cancelled_at))
-        started = time.monotonic()
-        finished = bool((await asyncio.wait({step}, timeout=timeout))[0])
-        if call is not None and finished:
-            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-            finished = await call.wait_finished(left)
-        if not finished:
-            logger.warning(
-                "IMMEDIATE stop of %s: the step did not stop within %.3fs of its cancellation; it is abandoned",
-                self.name,
-                self.config.immediate_shutdown_timeout,
-            )
-        elif not step.cancelled() and step.exception() is None:
-            logger.info("IMMEDIATE stop of %s: the step swallowed its cancellation; its result is discarded", self.name)
 
     async def _hook(self, event: HookEvent, data: dict[str, Any] | None = None) -> None:
         hooks = self.agent.hooks

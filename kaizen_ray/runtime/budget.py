@@ -239,15 +239,19 @@ class RayBudgetClient:
         self._reservations: list[list[str]] = []  # per scope, this cycle's
         self._last: dict[str, Any] | None = None
         self._warning: dict[str, Any] | None = None
+        # With a scope, every cycle settles: that is how an agent learns its siblings spent the budget.
+        self.settles_every_cycle = False
 
     def add_scope(self, actor: Any) -> None:
         self._scopes.append(actor)
         self._reservations.append([])
+        self.settles_every_cycle = True
 
     def remove_scope(self, actor: Any) -> None:
         for i, scope in enumerate(self._scopes):
             if scope == actor:
                 del self._scopes[i], self._reservations[i]
+                self.settles_every_cycle = bool(self._scopes)
                 return
 
     def charge(self, amount: float) -> None:

@@ -1,4 +1,4 @@
-"""The cycle loop's cost in kind, not in time: what one cycle creates, and what a cancelled, never-started step leaves behind.
+"""The cycle loop's cost in kind, not in time: what one cycle creates, what it shares, and what a cancelled step leaves behind.
 
 The time per cycle is a figure of ``benchmarks/cycle_overhead.py``; here only
 what can be counted: tasks created per cycle, and warnings.
@@ -7,6 +7,7 @@ what can be counted: tasks created per cycle, and warnings.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import warnings
 
@@ -34,14 +35,56 @@ def _run_counting_tasks(agent: kr.BaseAutonomousAgent, task: object) -> tuple[di
     return asyncio.run(main()), created
 
 
-def test_an_async_cycle_creates_one_task_its_step(tmp_path) -> None:
+def test_cycles_whose_steps_never_suspend_create_no_task_per_cycle(tmp_path) -> None:
     cycles = 50
     result, created = _run_counting_tasks(Counter(config=cfg(tmp_path)), cycles)
     assert (result["status"], result["cycles"]) == ("completed", cycles)
-    # One task per step (the least that lets an IMMEDIATE stop cancel it),
-    # nothing per cycle for the interrupt wake-up; a few for the run itself
-    # and its final checkpoint.
-    assert created <= cycles + 5, f"{created} tasks for {cycles} cycles"
+    # The cycles share one task; a step that never suspends costs no turn of the
+    # loop. A few tasks for the run itself and its final checkpoint.
+    assert created <= 5, f"{created} tasks for {cycles} cycles"
+
+
+def test_cycles_whose_steps_suspend_create_no_task_per_cycle_either(tmp_path) -> None:
+    class Sleeps(Counter):
+        async def step(self, state, ctx):
+            await asyncio.sleep(0)
+            return await super().step(state, ctx)
+
+    cycles = 50
+    result, created = _run_counting_tasks(Sleeps(config=cfg(tmp_path)), cycles)
+    assert (result["status"], result["cycles"], result["state"]["n"]) == ("completed", cycles, cycles)
+    assert created <= 5, f"{created} tasks for {cycles} cycles"
+
+
+def test_every_step_of_a_run_gets_the_same_context_set_to_the_cycle_in_flight(tmp_path) -> None:
+    seen: list[tuple[int, int]] = []
+
+    class Notes(Counter):
+        async def step(self, state, ctx):
+            seen.append((id(ctx), ctx.cycle))
+            return await super().step(state, ctx)
+
+    asyncio.run(Notes(config=cfg(tmp_path)).run_autonomous(3))
+    assert [cycle for _, cycle in seen] == [1, 2, 3]
+    assert len({ident for ident, _ in seen}) == 1
+
+
+def test_a_context_variable_a_step_sets_lasts_the_run_but_never_reaches_the_caller(tmp_path) -> None:
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+    seen: list[int] = []
+
+    class Sets(Counter):
+        async def step(self, state, ctx):
+            seen.append(var.get())
+            var.set(ctx.cycle)
+            return await super().step(state, ctx)
+
+    async def main() -> int:
+        await Sets(config=cfg(tmp_path)).run_autonomous(3)
+        return var.get()
+
+    assert asyncio.run(main()) == 0  # the caller's context is untouched: the cycles run in a copy of it
+    assert seen == [0, 1, 2]  # one copy for the whole run, as one task would have
 
 
 def test_a_hook_registered_by_a_step_runs_from_the_next_cycle_on(tmp_path) -> None:

@@ -1,0 +1,130 @@
+"""The run's stop while a step is in flight: the cycles share one task, and an IMMEDIATE stop goes on without the step.
+
+A step that never suspends cannot be cancelled (nothing else runs while it
+does), so its result is judged when it returns: an IMMEDIATE stop accepted
+meanwhile discards it. A step that suspends is cancelled where it awaits, and
+the run checkpoints its last committed state without waiting for the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import kaizen_ray as kr
+from tests._support.agents import WAIT_S
+
+
+def cfg(tmp_path, **kw):
+    return kr.AutonomousConfig(storage_path=tmp_path, **kw)
+
+
+class _Counts(kr.BaseAutonomousAgent):
+    def initial_state(self, task):
+        return {"n": 0}
+
+
+def test_an_immediate_stop_accepted_while_a_step_runs_without_suspending_discards_its_result(tmp_path):
+    class StopsItselfFromAThread(_Counts):
+        async def step(self, state, ctx):
+            if ctx.cycle == 2:
+                # Accepted in another thread while this step holds the loop: the step cannot be
+                # cancelled, it returns a result, and that result must not be committed.
+                t = threading.Thread(target=self.interrupt_manager.request_interrupt, args=("user", "immediate", "now"))
+                t.start()
+                t.join()
+            return kr.StepResult({"n": state["n"] + 1})
+
+    result = asyncio.run(StopsItselfFromAThread(config=cfg(tmp_path)).run_autonomous())
+    assert (result["status"], result["mode"], result["cycles"], result["state"]) == ("interrupted", "immediate", 1, {"n": 1})
+    assert kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path).state == {"n": 1}
+
+
+def test_a_step_that_swallows_its_cancellation_and_goes_on_costs_neither_the_checkpoint_nor_the_deadline(tmp_path):
+    entered, swallowed, finished = threading.Event(), threading.Event(), threading.Event()
+    released = None
+
+    class GoesOn(_Counts):
+        async def step(self, state, ctx):
+            nonlocal released
+            if ctx.cycle == 2:
+                released = asyncio.Event()
+                entered.set()
+                try:
+                    await asyncio.sleep(WAIT_S)
+                except asyncio.CancelledError:
+                    swallowed.set()
+                    await released.wait()  # and on it goes, past the run's end
+                    finished.set()
+                    return kr.StepResult({"n": -1})
+            return kr.StepResult({"n": state["n"] + 1})
+
+    agent = GoesOn(config=cfg(tmp_path, immediate_shutdown_timeout=0.2))
+
+    async def main():
+        run = asyncio.ensure_future(agent.run_autonomous())
+        assert await asyncio.to_thread(entered.wait, WAIT_S)
+        agent.interrupt_manager.request_interrupt("user", "immediate", "now")
+        result = await run
+        still_running = not finished.is_set()
+        released.set()  # let the abandoned step end before the loop closes
+        await asyncio.sleep(0)
+        return result, still_running
+
+    started = time.monotonic()
+    result, still_running = asyncio.run(main())
+    assert swallowed.is_set() and still_running, "the run waited for the step instead of abandoning it"
+    assert time.monotonic() - started < WAIT_S
+    assert (result["status"], result["cycles"], result["state"]) == ("interrupted", 1, {"n": 1})
+    ckpt = kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path)
+    assert (ckpt.status, ckpt.cycle, ckpt.state) == ("interrupted", 1, {"n": 1})
+
+
+def test_cancelling_the_run_at_a_boundary_cuts_the_hook_short_checkpoints_and_propagates(tmp_path):
+    in_hook, hook_cancelled = threading.Event(), threading.Event()
+
+    class Counts(_Counts):
+        async def step(self, state, ctx):
+            return kr.StepResult({"n": state["n"] + 1})
+
+    agent = Counts(config=cfg(tmp_path))
+
+    async def slow_post_cycle(ctx: kr.HookContext) -> None:
+        if ctx.cycle == 2:
+            in_hook.set()
+            try:
+                await asyncio.sleep(WAIT_S)
+            except asyncio.CancelledError:
+                hook_cancelled.set()
+                raise
+
+    agent.hooks.register(kr.HookEvent.POST_CYCLE, slow_post_cycle, timeout_s=WAIT_S * 2)
+
+    async def main():
+        task = asyncio.ensure_future(agent.run_autonomous())
+        assert await asyncio.to_thread(in_hook.wait, WAIT_S)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert hook_cancelled.is_set()
+    [ckpt] = [c for c in kr.list_checkpoints(tmp_path) if c.status == "interrupted"]
+    assert (ckpt.cycle, ckpt.interrupt_reason.mode) == (2, kr.InterruptMode.IMMEDIATE)
+
+
+def test_a_cancelled_error_a_step_raises_on_its_own_fails_the_run(tmp_path):
+    class AwaitsACancelledFuture(_Counts):
+        async def step(self, state, ctx):
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future  # raises CancelledError, though nobody cancelled the run
+            return kr.StepResult(state)
+
+    result = asyncio.run(AwaitsACancelledFuture(config=cfg(tmp_path)).run_autonomous())
+    assert result["status"] == "failed" and isinstance(result["error"], asyncio.CancelledError)
+    assert result["interrupt_reason"] is None
+    assert kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path).status == "failed"
