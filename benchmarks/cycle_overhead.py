@@ -11,6 +11,8 @@ very same ``empty_step`` coroutine function (it counts and returns a
   (the default, a checkpoint every cycle, is reported beside it, no goal,
   and so is the same with ``checkpoints_in_flight=4``);
 * baseline: an actor method running ``while not done: await empty_step(...)``;
+* context (no goal): the same two loops in this process (the core
+  ``AgentRun`` through ``run_autonomous``, no Ray), rounds interleaved;
 * context (no goal): the same loop running each step as its own asyncio task,
   as the agent's loop did before its cycles shared one task: what a task
   (and its two turns of the loop) per cycle costs here.
@@ -130,6 +132,28 @@ def measure(cycles: int, rounds: int) -> dict[str, list[float]]:
     return out
 
 
+def measure_in_process(cycles: int, rounds: int) -> dict[str, list[float]]:
+    """µs per cycle in this process, one sample per round: the core run (no Ray) and the bare loop, interleaved."""
+    agent = EmptyStep(config=kr.AutonomousConfig(storage_path=tempfile.mkdtemp(prefix="kaizen-bench-"), checkpoint_frequency=0))
+
+    async def bare() -> float:
+        state, done = initial(cycles), False
+        while not done:
+            result = await empty_step(state, None)
+            state, done = result.state, result.done
+        return per_cycle_us(state)
+
+    async def rounds_of_both() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {"agent": [], "bare": []}
+        await agent.run_autonomous(min(cycles, 200))  # warm-up
+        for _ in range(rounds):
+            out["bare"].append(await bare())
+            out["agent"].append(per_cycle_us((await agent.run_autonomous(cycles))["state"]))
+        return out
+
+    return asyncio.run(rounds_of_both())
+
+
 def profile(cycles: int, top: int = 18) -> None:
     """The core AgentRun in this process (no Ray) under cProfile: where a cycle's time goes."""
     agent = EmptyStep(config=kr.AutonomousConfig(storage_path=tempfile.mkdtemp(prefix="kaizen-bench-"), checkpoint_frequency=0))
@@ -155,6 +179,9 @@ def main(argv: list[str] | None = None) -> bool:
         parser.error(f"need at least 2 cycles and 1 round, got --cycles {cycles} --rounds {rounds}")
 
     samples = measure(cycles, rounds)
+    local = measure_in_process(cycles, rounds)
+    samples["in_process_agent"], samples["in_process_bare"] = local["agent"], local["bare"]
+    local_agent, local_bare = statistics.median(local["agent"]), statistics.median(local["bare"])
     agent, bare, bare_task, checkpointing, in_flight = (
         statistics.median(samples[k]) for k in ("agent", "bare", "bare_task", "agent_checkpointing", "agent_in_flight")
     )
@@ -163,7 +190,8 @@ def main(argv: list[str] | None = None) -> bool:
     print(f"per cycle, median of {rounds} rounds of {cycles} cycles (µs): agent {agent:.2f}, bare loop {bare:.2f} "
           f"({ratio:.2f}×, goal ≤ {GOAL_RATIO}×: {'met' if met else 'NOT met'}), bare loop with a task per step "
           f"{bare_task:.2f} ({_report.ratio(agent, bare_task):.2f}×); checkpointed every cycle {checkpointing:.2f}, "
-          f"with 4 in flight {in_flight:.2f}")  # fmt: skip
+          f"with 4 in flight {in_flight:.2f}; in-process {local_agent:.2f} against {local_bare:.2f} "
+          f"({_report.ratio(local_agent, local_bare):.2f}×)")  # fmt: skip
     figures = [
         _report.figure(
             "one cycle of an empty step in an agent actor", agent, "µs", baseline=bare, target=f"≤ {GOAL_RATIO}×",
@@ -175,6 +203,10 @@ def main(argv: list[str] | None = None) -> bool:
                        about="the same cycle against a bare async loop that runs each step as its own task "
                              "(a task per cycle, as the agent's loop once did)"),
         _report.figure("agent overhead per cycle beyond the bare loop", agent - bare, "µs"),
+        _report.figure("the same in-process (core run, no Ray), against a bare loop in the same process", local_agent,
+                       "µs", baseline=local_bare,
+                       about="await agent.run_autonomous(cycles) of the same agent in this process, against the bare "
+                             "loop awaiting the same step in this process; rounds interleaved"),
         _report.figure("one cycle of an empty step, checkpointed every cycle (the default)", checkpointing, "µs", baseline=agent,
                        about="the same agent with checkpoint_frequency=1, each cycle's state sent to the checkpoint store "
                              "and held there before the next cycle; baseline the agent checkpointing only at the end"),

@@ -126,7 +126,9 @@ class RunCycles:
                 if interrupts and mgr._mode is immediate:
                     if self._taken_over is not None:
                         asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                        logger.info("IMMEDIATE stop of %s: the step swallowed its cancellation; its result is discarded", self.name)
+                        logger.info(
+                            "IMMEDIATE stop of %s: the step swallowed its cancellation; its result is discarded", self.name
+                        )
                         return status, state, output, done, None
                     # Accepted before the result reached the loop (the step never suspended): not committed.
                     self.cycle_in_flight = None

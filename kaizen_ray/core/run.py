@@ -285,7 +285,11 @@ class AgentRun(RunCycles, RunCheckpoints):
             # IMMEDIATE while a step was in flight: the last committed state, whatever the step does now.
             status, state, output, done, error = RunStatus.INTERRUPTED, self._state, self._output, False, None
             self.cycle_in_flight = None
-            await self._account(self._ctx)
+            try:
+                await self._account(self._ctx)
+            except Exception as exc:  # noqa: BLE001 - a budget that cannot be settled fails the run, as in a cycle
+                logger.error("run of %s failed settling cycle %d: %r", self.name, self.cycle + 1, exc, exc_info=exc)
+                status, error = RunStatus.FAILED, exc
         return await self._stop(status, state, output, done, error, taken, cancelled)
 
     async def _stop(

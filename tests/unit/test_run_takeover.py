@@ -128,3 +128,52 @@ def test_a_cancelled_error_a_step_raises_on_its_own_fails_the_run(tmp_path):
     assert result["status"] == "failed" and isinstance(result["error"], asyncio.CancelledError)
     assert result["interrupt_reason"] is None
     assert kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path).status == "failed"
+
+
+def test_a_budget_that_cannot_settle_the_cycle_an_immediate_stop_cut_short_fails_the_run(tmp_path):
+    from kaizen_ray.core.context import FileCheckpointSink
+
+    entered = threading.Event()
+
+    class Unsettled:
+        settles_every_cycle = False
+
+        def charge(self, amount):
+            pass
+
+        async def reserve(self, amount):
+            return True
+
+        async def settle(self):
+            raise RuntimeError("the budget is unreachable")
+
+        def snapshot(self):
+            return None
+
+        def take_warning(self):
+            return None
+
+    class ChargesThenAwaits(_Counts):
+        async def step(self, state, ctx):
+            ctx.charge(0.5)
+            entered.set()
+            await asyncio.sleep(WAIT_S)
+            return kr.StepResult({"n": state["n"] + 1})
+
+    agent = ChargesThenAwaits(config=cfg(tmp_path))
+
+    async def main():
+        run = agent.new_run(sink=FileCheckpointSink(agent.storage), budget=Unsettled())
+        def stop_when_entered() -> None:
+            assert entered.wait(WAIT_S), "the step never started"
+            agent.interrupt_manager.request_interrupt("user", "immediate")
+
+        stopper = asyncio.ensure_future(asyncio.to_thread(stop_when_entered))
+        result = await run.execute()
+        await stopper
+        return result
+
+    result = asyncio.run(main())
+    assert result["status"] == "failed" and isinstance(result["error"], RuntimeError)
+    assert result["cost"] == 0.5  # the cut-short cycle's spend is counted all the same
+    assert kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path).state == {"n": 0}
