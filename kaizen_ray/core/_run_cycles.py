@@ -122,7 +122,6 @@ class RunCycles:
                     raise
                 finally:
                     self._in_step = False
-                    self._call = None
                 if interrupts and mgr._mode is immediate:
                     if self._taken_over is not None:
                         asyncio.current_task().uncancel()  # type: ignore[union-attr]
@@ -148,10 +147,12 @@ class RunCycles:
                 on_cycle(cycle)
                 if hooks[post]:
                     await self._hook(post)
+                if not freq:  # without periodic checkpoints, none is ever in flight
+                    continue
                 last = max_cycles is not None and cycle >= max_cycles  # the final save follows at once
-                if freq and not done and not last and cycle % freq == 0:
+                if not done and not last and cycle % freq == 0:
                     await self._save_behind(state)
-                elif freq and self._behind:  # without periodic checkpoints, none is ever in flight
+                elif self._behind:
                     await self._acknowledge(self._behind.acknowledged())
         except asyncio.CancelledError as exc:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
@@ -167,7 +168,10 @@ class RunCycles:
 
     async def _sync_call(self, state: Any, ctx: StepContext) -> Any:
         call = self._call = DaemonCall(self.agent.step, state, ctx, name=f"kaizen-step-{self.name}")
-        return await call.result()
+        try:
+            return await call.result()
+        finally:
+            self._call = None
 
     async def _account(self, ctx: StepContext) -> None:
         """A cycle's spend, committed or not: it is a fact. Settled with the budget before the next cycle."""
