@@ -88,6 +88,15 @@ class RunCycles:
 
     async def _cycles(self, state: Any, output: Any, done: bool) -> tuple[RunStatus, Any, Any, bool, BaseException | None]:
         """The cycle loop, in its own task: ``(status, state, output, done, error)`` (unused once taken over)."""
+        try:
+            return await self._loop_cycles(state, output, done)
+        finally:
+            # From inside the task as it ends, not from its done callback: the run resumes one turn of the loop sooner.
+            settled = self._settled
+            if settled is not None and not settled.done():
+                settled.set_result(None)
+
+    async def _loop_cycles(self, state: Any, output: Any, done: bool) -> tuple[RunStatus, Any, Any, bool, BaseException | None]:
         # Locals, not attribute lookups: an empty cycle's cost is counted in tenths of a microsecond.
         # The manager's and the hooks' own lock-free reads (is_interrupted(), has_hooks()) without their call.
         mgr, cfg, on_cycle, ctx, budget = self.manager, self.config, self.observer.on_cycle, self._ctx, self.budget
