@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,35 @@ def _tier(item: pytest.Item) -> int:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Unit, then integration, then e2e, then faults (real kills, after the integration head is gone); a stable sort, so each module's tests stay together and in order."""
     items.sort(key=_tier)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """In a process that was a Ray driver, end it here, with the session's exit status, once every result is out.
+
+    Ray's native threads can outlive ``ray.shutdown()`` and crash the
+    interpreter's finalization after a process has been a driver of several
+    sessions (ray-project/ray#31145): a whole suite passed, then "Segmentation
+    fault" and a failed run. Nothing of ours runs in that finalization (every
+    result, report and fixture teardown is done by now), so the process ends
+    without it: Ray is shut down in order first, then ``os._exit``.
+    """
+    if "ray" not in sys.modules:
+        return  # never a driver: the ordinary exit
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash.get(_EXIT_STATUS, 0))
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
 
 
 @pytest.fixture
