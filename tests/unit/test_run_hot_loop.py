@@ -106,7 +106,7 @@ def test_an_immediate_stop_before_the_step_started_leaves_no_coroutine_unawaited
 
     async def stop_now(ctx: kr.HookContext) -> None:
         agent.interrupt_manager.request_interrupt("programmatic", "immediate", "before the step")
-        await asyncio.sleep(0)  # the stop reaches the run's loop before the step's task gets its first turn
+        await asyncio.sleep(0)  # the stop reaches the run's loop while this hook runs: the step must never start
 
     agent.hooks.register(kr.HookEvent.PRE_CYCLE, stop_now)
     with warnings.catch_warnings(record=True) as caught:
