@@ -91,9 +91,7 @@ class RunCycles:
         try:
             return await self._loop_cycles(state, output, done)
         finally:
-            # From inside the task as it ends, not from a done callback: the run resumes one turn of the loop
-            # sooner. The task always starts before anything could cancel it (a takeover needs a step in
-            # flight; a cancelled run stops waiting on _settled), so this finally always runs.
+            # From inside the task as it ends, not from its done callback: the run resumes one turn of the loop sooner.
             settled = self._settled
             if settled is not None and not settled.done():
                 settled.set_result(None)

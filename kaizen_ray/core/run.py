@@ -263,8 +263,8 @@ class AgentRun(RunCycles, RunCheckpoints):
         # One task for all the cycles (its context a copy of this one, as for any task): a step that
         # never suspends costs no turn of the loop, and one that does can be cancelled in place.
         settled = self._settled = loop.create_future()
-        # _settled is set by the cycles' task as it ends (see RunCycles._cycles), or by an IMMEDIATE takeover.
         cycles = self._cycles_task = loop.create_task(self._cycles(state, output, done))
+        cycles.add_done_callback(lambda _: settled.done() or settled.set_result(None))
         cancelled: asyncio.CancelledError | None = None
         try:
             await settled
