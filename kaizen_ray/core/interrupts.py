@@ -343,9 +343,20 @@ class InterruptManager(HandlerArming):
             self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        """Undo :meth:`add_listener`."""
+        """Undo :meth:`add_listener`.
+
+        Listeners compare by ``==``, as hooks do: ``self.method`` removes what
+        ``self.method`` added, though each lookup makes a new bound method.
+
+        >>> class Ear:
+        ...     def hear(self, reason, mode): print("heard", mode.value)
+        >>> ear, m = Ear(), InterruptManager()
+        >>> m.add_listener(ear.hear); m.remove_listener(ear.hear)
+        >>> m.request_interrupt("programmatic", "graceful", "nobody hears this")
+        True
+        """
         with self._lock:
-            self._listeners = [x for x in self._listeners if x is not listener]
+            self._listeners = [x for x in self._listeners if x != listener]
 
     # -- shutdown ----------------------------------------------------------------
 

@@ -94,3 +94,43 @@ def test_an_interrupt_the_run_starts_with_still_gets_its_pre_and_post_hooks(tmp_
     result = asyncio.run(agent.run_autonomous("t"))
     assert result["status"] == "interrupted"
     assert events == [("pre", "before the run"), ("post", result["checkpoint_id"])]
+
+
+class StopsItselfWhenTold(kr.BaseAutonomousAgent):
+    """Completes in one cycle, or (``stop``) asks for a GRACEFUL stop and goes on to the boundary that honours it."""
+
+    stop = False
+    runs = 0
+
+    def initial_state(self, task):
+        self.runs += 1
+        return {}
+
+    async def step(self, state, ctx):
+        if self.stop:
+            self.interrupt_manager.request_interrupt("programmatic", "graceful", f"stop in run {self.runs}")
+        return kr.StepResult(state, done=not self.stop)
+
+
+def test_an_agent_run_again_hears_each_interrupt_once_and_no_ended_run_escalates_it(tmp_path):
+    from kaizen_ray.core.deadlines import shared_scheduler
+
+    agent = StopsItselfWhenTold(config=cfg(tmp_path, graceful_shutdown_timeout=60.0))
+    heard: list[str] = []
+    agent.hooks.register(kr.HookEvent.PRE_INTERRUPT, lambda ctx: heard.append(ctx.data["reason"]))
+
+    async def main():
+        results, runs = [], []
+        for stop in (False, True, True):
+            agent.stop = stop
+            results.append(await agent.run_autonomous("t"))
+            runs.append(agent._run)
+        return results, runs
+
+    results, runs = asyncio.run(main())
+
+    assert [r["status"] for r in results] == ["completed", "interrupted", "interrupted"]
+    # Each interrupted run ran its PRE_INTERRUPT hooks once: an ended run no longer listens to the manager.
+    assert heard == ["stop in run 2", "stop in run 3"]
+    # Nor does an ended run keep an escalation armed (it would stop a later run, 60 s on).
+    assert not [run for run in runs if ("escalation", id(run)) in shared_scheduler()]
