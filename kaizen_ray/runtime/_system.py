@@ -59,7 +59,7 @@ class SystemHandlers:
         if isinstance(handler, TimeoutInterruptHandler):
             self.timeouts[key] = handler
             if self._run_started is not None:  # added mid-run: counts from the run's start too
-                await self._schedule(key, handler)
+                await self._schedule(key, handler)  # scheduled before add_handler returns
         elif isinstance(handler, BudgetInterruptHandler):
             # Subscribed by its creation arguments, so a restarted budget actor still interrupts this one.
             scope = create_budget_scope(self.owner, handler, self.storage_path, self.namespace, subscriber=self._me())
@@ -81,19 +81,34 @@ class SystemHandlers:
             return self.scopes.pop(key)
         raise KeyError(f"no handler with key {key!r} on {self.owner!r}; known: {sorted({*self.timeouts, *self.scopes})}")
 
-    async def _schedule(self, key: str, handler: TimeoutInterruptHandler) -> None:
+    def _schedule(self, key: str, handler: TimeoutInterruptHandler) -> Any:
+        """Send the deadline to the timer actor; the ref of its answer."""
         assert self._run_started is not None
         timer_key = f"{self.owner}/{key}/{uuid.uuid4().hex[:8]}"
         self._scheduled[key] = timer_key
-        await self._timer_actor().schedule.remote(
+        return self._timer_actor().schedule.remote(
             timer_key, self._me(), self.owner, self._run_started, handler.timeout_seconds, handler.mode.value
         )
 
     async def run_started(self) -> None:
-        """Schedule every timeout, counting from now (wall clock)."""
+        """Schedule every timeout, counting from now (wall clock), without waiting for the timer's answer.
+
+        The run's cycles start at once. The timer actor may still be starting
+        (about a second here, the first time in a namespace): that makes no
+        deadline later, since each counts from this moment, and it must not eat
+        into the run's time either. A deadline the timer refuses is logged.
+        """
         self._run_started = time.time()
         for key, handler in self.timeouts.items():
-            await self._schedule(key, handler)
+            self._schedule(key, handler).future().add_done_callback(self._log_refused(handler))
+
+    def _log_refused(self, handler: TimeoutInterruptHandler) -> Any:
+        def check(answer: Any) -> None:
+            if answer.cancelled() or answer.exception() is None:
+                return
+            logger.error("%s: the timer actor did not take %r: the run has no such deadline", self.owner, handler, exc_info=answer.exception())
+
+        return check
 
     async def run_ended(self) -> None:
         """Cancel the run's deadlines (fire and forget: a dead timer must not hold the run)."""

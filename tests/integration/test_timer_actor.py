@@ -17,7 +17,8 @@ import pytest
 import ray
 
 import kaizen_ray as kr
-from kaizen_ray.runtime.timer import TIMER_NAME, GcsDeadlineStore, get_or_create_timer
+from kaizen_ray.runtime._namespaces import system_namespace
+from kaizen_ray.runtime.timer import TIMER_NAME, GcsDeadlineStore, TimerActor, get_or_create_timer
 
 from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, counting
 from tests._support.waiting import wait_until
@@ -158,14 +159,35 @@ def test_the_deadline_is_cancelled_when_the_run_ends(ray_cluster, storage, clean
 
     ref = handle.start(FOREVER)
     wait_until(lambda: handle.status()["cycle"] >= 1, "the run to be going")
-    # Scheduled before the first cycle, so it is there by now.
-    assert ray.get(timer.pending.remote(), timeout=WAIT_S) == before + 1
+    # Sent as the run starts, not waited for (see the next test): it arrives, once.
+    wait_until(lambda: ray.get(timer.pending.remote(), timeout=WAIT_S) == before + 1, "the deadline to be scheduled")
     assert handle.request_interrupt("programmatic", "graceful", "done early") is True
     result = ray.get(ref, timeout=WAIT_S)
     assert result["status"] == "interrupted" and result["interrupt_reason"].message == "done early"
 
     # The cancel is fire-and-forget: it lands shortly after the run returned.
     wait_until(lambda: ray.get(timer.pending.remote(), timeout=WAIT_S) == before, "the deadline to be cancelled")
+
+
+def test_a_timer_actor_that_cannot_start_holds_up_no_run(ray_cluster, storage, cleanup):
+    # The namespace's timer actor exists but can never be placed (it asks for CPUs no node has), as
+    # a timer still starting is for a while: the run's cycles must not wait for it.
+    namespace = f"{ray_cluster}-unplaced-timer"
+    stuck = TimerActor.options(name=TIMER_NAME, namespace=system_namespace(namespace), num_cpus=1000).remote(namespace)
+    try:
+        handle = Counter.spawn(config=config(storage), name="timer-never-up", namespace=namespace)
+        cleanup(handle)
+        handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=600.0))
+
+        result = ray.get(handle.start(counting(3)), timeout=WAIT_S)
+
+        assert result["status"] == "completed" and result["cycles"] == 3, result
+        assert get_or_create_timer(namespace)._actor_id == stuck._actor_id  # the run did use that timer
+    finally:
+        # This namespace's system actors (the stuck timer, the checkpoint store) go with the test.
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["namespace"] == system_namespace(namespace):
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
 
 
 def test_the_timer_is_one_named_actor_per_namespace(ray_cluster, storage, cleanup):
