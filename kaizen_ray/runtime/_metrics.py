@@ -173,6 +173,10 @@ class RayMetricsObserver(RunObserver):
         self._phase: str | None = None
         self._cycles = metric("kaizen_cycles_total")
         self._cost = metric("kaizen_cost_total")
+        # Made now, not by the first stop: making a metric costs its first use about a millisecond.
+        self._interrupts = metric("kaizen_interrupts_total")
+        self._checkpoint_seconds = metric("kaizen_checkpoint_seconds")
+        self._checkpoint_bytes = metric("kaizen_checkpoint_bytes_total")
         # Written by the run's loop only; the flusher hands the difference to Ray.
         self._cycles_seen, self._cost_seen = 0, 0.0
         self._cycles_sent, self._cost_sent = 0, 0.0
@@ -209,13 +213,13 @@ class RayMetricsObserver(RunObserver):
 
     @_never_raises
     def on_interrupt(self, source: str, mode: str) -> None:
-        metric("kaizen_interrupts_total").inc(1.0, tags={"agent": self.agent, "source": source, "mode": mode})
+        self._interrupts.inc(1.0, tags={"agent": self.agent, "source": source, "mode": mode})
 
     @_never_raises
     def on_checkpoint(self, seconds: float, nbytes: int) -> None:
-        metric("kaizen_checkpoint_seconds").observe(seconds, tags=self._tags)
+        self._checkpoint_seconds.observe(seconds, tags=self._tags)
         if nbytes > 0:
-            metric("kaizen_checkpoint_bytes_total").inc(float(nbytes), tags=self._tags)
+            self._checkpoint_bytes.inc(float(nbytes), tags=self._tags)
 
     @_never_raises
     def close(self) -> None:

@@ -277,9 +277,7 @@ class AgentActor(ControlMethods):
         self._storage_path = storage_path
         observer = RayMetricsObserver(name)
         sink = StoreSink(get_or_create_store(namespace), storage_path, observer, key=config.checkpoint_key)
-        # The first call from a new process to an actor opens its connection
-        # (about 5 ms here): paid now, not by the stop's durable checkpoint.
-        self._store_warmed = sink.store.__ray_ready__.remote()
+        self._store_warmed = sink.warm_up(name)  # paid now, not by the stop's durable checkpoint
         self._runtime = AgentRuntime(agent_cls, name, config, sink=sink, agent_kwargs=agent_kwargs, observer=observer)
         observer.on_phase("", "idle")  # counted in kaizen_agents{phase} from birth
         manager = self._runtime.manager

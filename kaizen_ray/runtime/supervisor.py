@@ -112,9 +112,8 @@ class SupervisorActor(ControlMethods):
         self._config = config
         self._namespace = namespace
         self._store = get_or_create_store(namespace)
-        # Opens this process's connection to the store now: else the stop's
-        # durable manifest pays for it (5-20 ms here), after every child is done.
-        self._store_warmed = self._store.__ray_ready__.remote()
+        # Else the stop's durable manifest pays for the connection (5-20 ms here), after every child is done.
+        self._store_warmed = StoreSink(self._store, storage_path).warm_up(name)
         self._system = SystemHandlers(name, storage_path, namespace)
         self._manager_ = InterruptManager(name=name)
         # Specs come resolved (Supervisor.spawn): every storage_path is set, down the tree.
