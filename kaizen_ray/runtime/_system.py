@@ -96,7 +96,9 @@ class SystemHandlers:
         The run's cycles start at once. The timer actor may still be starting
         (about a second here, the first time in a namespace): that makes no
         deadline later, since each counts from this moment, and it must not eat
-        into the run's time either. A deadline the timer refuses is logged.
+        into the run's time either. A timer that crashes meanwhile gets the
+        call again once restarted (``max_task_retries=-1``); one gone for good
+        (killed, or removed by ``kaizen-ray gc``) is logged as an error.
         """
         self._run_started = time.time()
         for key, handler in self.timeouts.items():
@@ -106,7 +108,10 @@ class SystemHandlers:
         def check(answer: Any) -> None:
             if answer.cancelled() or answer.exception() is None:
                 return
-            logger.error("%s: the timer actor did not take %r: the run has no such deadline", self.owner, handler, exc_info=answer.exception())
+            logger.error(
+                "%s: the timer actor did not take %r: this run has no such deadline", self.owner, handler,
+                exc_info=answer.exception(),
+            )
 
         return check
 
