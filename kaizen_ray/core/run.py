@@ -144,7 +144,8 @@ class AgentRun(RunCycles, RunCheckpoints):
         self.checkpoint_id: str | None = previous.checkpoint_id if previous else None
         self.cycle_in_flight: int | None = None
         self.handled_generation: int | None = None
-        self._previous_handled = previous.handled_generation if previous else None
+        # The interrupt the previous run stopped for: cleared as this one starts (see clear_if_handled).
+        self.previous_handled_generation = previous.handled_generation if previous else None
         self._parent_id: str | None = None
         self._state: Any = None
         self._output: Any = None
@@ -244,7 +245,7 @@ class AgentRun(RunCycles, RunCheckpoints):
         """Run cycles until done, ``max_cycles``, an interrupt or a failure; return the result dict."""
         mgr, cfg = self.manager, self.config
         loop = self._loop = asyncio.get_running_loop()
-        clear_if_handled(mgr, self._previous_handled)
+        clear_if_handled(mgr, self.previous_handled_generation)
         self._move(AgentPhase.RUNNING)
         if cfg.enable_interrupts:
             mgr.add_listener(self._on_interrupt)

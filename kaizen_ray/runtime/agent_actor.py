@@ -32,6 +32,7 @@ from kaizen_ray.core.config import AutonomousConfig
 from kaizen_ray.core.context import FileCheckpointSink
 from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.interrupts import InterruptMode, InterruptReason
+from kaizen_ray.core.run import clear_if_handled
 from kaizen_ray.runtime._metrics import RayMetricsObserver
 from kaizen_ray.runtime._progress import ProgressBar
 from kaizen_ray.runtime._proxy import child_key
@@ -117,7 +118,11 @@ class AgentRuntime:
         run.observer = self.observer
         with self._lock:
             self._running, self._kill_snapshot = True, None
-        if self.manager.mode is InterruptMode.IMMEDIATE:  # level-triggered
+        # Level-triggered: an IMMEDIATE request still standing stops this run too, its kill deadline
+        # counting from now. Not the one the previous run already stopped for: cleared first, as execute()
+        # does, or the deadline it armed would kill this run immediate_shutdown_timeout in.
+        clear_if_handled(self.manager, run.previous_handled_generation)
+        if self.manager.mode is InterruptMode.IMMEDIATE:
             self._arm_kill()
         try:
             result = await run.execute(task, resume_from_checkpoint)

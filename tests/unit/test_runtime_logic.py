@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import kaizen_ray as kr
 from kaizen_ray.core.checkpoint import CheckpointStorageError, FileCheckpointStorage, encode_checkpoint
+from kaizen_ray.core.deadlines import shared_scheduler
 from kaizen_ray.core.supervision import ChildExit, children_to_restart, classify_exit, should_restart
 from kaizen_ray.runtime.agent_actor import AgentRuntime
 from kaizen_ray.runtime.checkpoints import CheckpointStoreLogic
@@ -174,6 +175,38 @@ def test_a_passed_kill_deadline_is_not_reported_for_the_next_run(tmp_path):
     assert (first["status"], first["cycles"]) == ("interrupted", 1)
     assert (second["status"], second["cycles"]) == ("completed", 3)
     assert snapshot is None
+
+
+def test_the_run_after_an_immediate_stop_outlives_immediate_shutdown_timeout(tmp_path):
+    # The IMMEDIATE request the first run stopped for is handled: the next run on the same actor
+    # (a resume) is not interrupted by it, so no kill deadline may count against it.
+    timeout_s = 0.1
+    rt = AgentRuntime(BlocksAtCycle, "resumed", config(tmp_path, immediate_shutdown_timeout=timeout_s, max_cycles=3))
+    agent = rt.agent
+
+    async def scenario():
+        run = asyncio.ensure_future(rt.run(None, None))
+        await wait_thread_event(agent.entered)
+        rt.manager.request_interrupt("programmatic", "immediate", "stop now")
+        agent.release.set()
+        first = await asyncio.wait_for(run, WAIT_S)
+        agent.entered.clear()
+        agent.release.clear()
+        deadline = asyncio.ensure_future(rt.wait_kill_deadline())
+        await asyncio.sleep(0)
+        run = asyncio.ensure_future(rt.run(None, first["checkpoint_id"]))
+        await wait_thread_event(agent.entered)  # cycle 2 blocks again, in the second run
+        # Deadlines fire in due order: once this one has, a kill deadline armed as this run began has too.
+        later = threading.Event()
+        shared_scheduler().call_later(("test-later", id(later)), 3 * timeout_s, later.set)
+        await wait_thread_event(later)
+        agent.release.set()
+        return first, await asyncio.wait_for(run, WAIT_S), await asyncio.wait_for(deadline, WAIT_S)
+
+    first, second, snapshot = asyncio.run(scenario())
+    assert (first["status"], first["cycles"]) == ("interrupted", 1)
+    assert (second["status"], second["cycles"], second["interrupt_reason"]) == ("completed", 3, None)
+    assert snapshot is None  # the run ended first: its watcher was never told to kill it
 
 
 # -- CheckpointStoreLogic ------------------------------------------------------------------------
