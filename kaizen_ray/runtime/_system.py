@@ -12,6 +12,7 @@ timer keeps a scheduled deadline across its own restart.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -41,9 +42,11 @@ class SystemHandlers:
         self.namespace = namespace
         self.timeouts: dict[str, TimeoutInterruptHandler] = {}
         self.scopes: dict[str, Any] = {}
-        self._scheduled: dict[str, str] = {}  # handler key -> timer key of the current run
+        # handler key -> (timer key, ref of the timer's answer to its schedule call) of the current run
+        self._scheduled: dict[str, tuple[str, Any]] = {}
         self._run_started: float | None = None
         self._timer: Any = None
+        self._cancels: set[asyncio.Task[None]] = set()  # cancels waiting for their schedule's answer
 
     def _me(self) -> Any:
         return ray.get_runtime_context().current_actor
@@ -73,9 +76,10 @@ class SystemHandlers:
         """Unregister; returns the budget scope actor that was dropped, if any."""
         if key in self.timeouts:
             del self.timeouts[key]
-            timer_key = self._scheduled.pop(key, None)
-            if timer_key is not None:
-                await self._timer_actor().cancel.remote(timer_key)
+            scheduled = self._scheduled.pop(key, None)
+            cancelled = await self._cancel_once_scheduled(*scheduled) if scheduled is not None else None
+            if cancelled is not None:
+                await cancelled
             return None
         if key in self.scopes:
             return self.scopes.pop(key)
@@ -85,10 +89,22 @@ class SystemHandlers:
         """Send the deadline to the timer actor; the ref of its answer."""
         assert self._run_started is not None
         timer_key = f"{self.owner}/{key}/{uuid.uuid4().hex[:8]}"
-        self._scheduled[key] = timer_key
-        return self._timer_actor().schedule.remote(
+        answer = self._timer_actor().schedule.remote(
             timer_key, self._me(), self.owner, self._run_started, handler.timeout_seconds, handler.mode.value
         )
+        self._scheduled[key] = (timer_key, answer)
+        return answer
+
+    async def _cancel_once_scheduled(self, timer_key: str, answer: Any) -> Any:
+        """Send the cancel once the schedule is answered; the ref of the cancel's answer (None: nothing to cancel)."""
+        # The timer is an async actor that retries calls across its restarts: Ray does not keep two calls
+        # in the order they were sent. A cancel that overtook its schedule would find nothing, and the
+        # deadline would fire later on an idle agent, stopping its next run (interrupts are level-triggered).
+        try:
+            await answer
+        except Exception:  # noqa: BLE001 - never scheduled (logged by run_started): nothing to cancel
+            return None
+        return self._timer_actor().cancel.remote(timer_key)
 
     async def run_started(self) -> None:
         """Schedule every timeout, counting from now (wall clock), without waiting for the timer's answer.
@@ -116,11 +132,13 @@ class SystemHandlers:
         return check
 
     async def run_ended(self) -> None:
-        """Cancel the run's deadlines (fire and forget: a dead timer must not hold the run)."""
+        """Cancel the run's deadlines, each once the timer has it (in the background: a dead timer must not hold the run)."""
         self._run_started = None
         scheduled, self._scheduled = self._scheduled, {}
-        for timer_key in scheduled.values():
-            self._timer_actor().cancel.remote(timer_key)
+        for timer_key, answer in scheduled.values():
+            cancel = asyncio.get_running_loop().create_task(self._cancel_once_scheduled(timer_key, answer))
+            self._cancels.add(cancel)  # a task nobody holds may be collected before it runs
+            cancel.add_done_callback(self._cancels.discard)
 
     async def budget_snapshot(self) -> dict[str, Any] | None:
         """The first scope's ledger (spent, remaining, ...), or None without a budget."""

@@ -333,8 +333,9 @@ class AgentActor(ControlMethods):
         done = self._run_began()
         try:
             await self._system.run_started()
-            bar = ProgressBar.attach(self._runtime.agent) if progress else None  # for this run only
+            bar = None
             try:
+                bar = ProgressBar.attach(self._runtime.agent) if progress else None  # for this run only
                 result, data = pickled_result(
                     await self._runtime.run(task, resume_from_checkpoint), getattr(self._runtime.sink, "last_state", None)
                 )
