@@ -270,15 +270,15 @@ class SupervisorActor(ControlMethods):
             mgr = self._manager_
             if mgr.is_interrupted() and mgr.generation == self._handled_generation:
                 mgr.reset()  # the last run stopped for it; a request made since would still count
-            resume, restarts = await resume_points(self._store, self._storage_path, self._name, list(self._children), resume_from_checkpoint)
-            self._restarts = self._restarts if restarts is None else restarts
-            failed = await spawn_all(self._children, self._spawn_or_replace)
-            if failed:
-                return await self._give_up_at_start(failed)
-            # An interrupt that came while the children were spawning already stops this run.
-            self._move(SupervisorPhase.STOPPING if mgr.is_interrupted() else SupervisorPhase.RUNNING)
-            await self._system.run_started()
+            await self._system.run_started()  # its deadlines count from here, the children's start-up included
             try:
+                resume, restarts = await resume_points(self._store, self._storage_path, self._name, list(self._children), resume_from_checkpoint)
+                self._restarts = self._restarts if restarts is None else restarts
+                failed = await spawn_all(self._children, self._spawn_or_replace)
+                if failed:
+                    return await self._give_up_at_start(failed)
+                # An interrupt that came while the children were spawning already stops this run.
+                self._move(SupervisorPhase.STOPPING if mgr.is_interrupted() else SupervisorPhase.RUNNING)
                 for name, child in self._children.items():
                     self._start(child, task, resume.get(name))
                 results, cause = await self._supervise(task)

@@ -95,6 +95,15 @@ class Counter(kr.BaseAutonomousAgent):
         return kr.StepResult(new, done=goal is not None and new["n"] >= goal, output=new["n"])
 
 
+class SlowToStart(Counter):
+    """A :class:`Counter` whose actor is up only once ``release-init`` exists in its storage folder."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        release = Path(self.config.storage_path) / "release-init"
+        wait_until(release.exists, f"{release} (the test's release of this actor's start)", timeout=60, poll=0.01)
+
+
 # -- agents that block: cycle 1 returns at once, cycle 2 marks its start and blocks ---------------
 
 

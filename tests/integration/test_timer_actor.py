@@ -20,7 +20,7 @@ import kaizen_ray as kr
 from kaizen_ray.runtime._namespaces import system_namespace
 from kaizen_ray.runtime.timer import TIMER_NAME, GcsDeadlineStore, TimerActor, get_or_create_timer
 
-from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, counting
+from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, SlowToStart, counting
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
@@ -123,6 +123,25 @@ def test_a_supervisors_timeout_stops_every_child(ray_cluster, storage, cleanup):
 
 
 # -- when a deadline counts from, and when it ends --------------------------------------------
+
+
+def test_a_supervisors_deadline_counts_from_its_run_its_childrens_start_included(ray_cluster, storage, cleanup):
+    children = [kr.ChildSpec(SlowToStart, name="slow", config=config(storage), task=FOREVER)]
+    sup = kr.Supervisor.spawn("slow-swarm", children=children, config=kr.SupervisorConfig(storage_path=storage))
+    cleanup(sup)
+    sup.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=0.5))
+
+    ref = sup.start()
+    # Its child's actor cannot be up before the release below (its __init__ waits up to a minute for it):
+    # the deadline fires while the supervisor is still starting it.
+    wait_until(lambda: sup.status()["interrupted"], "the supervisor's deadline to fire while its child starts", timeout=20)
+    (storage / "release-init").touch()
+    result = ray.get(ref, timeout=WAIT_S)
+
+    assert result["status"] == "interrupted"
+    assert_not_early(timeout_reason(result), 0.5)
+    child = result["children"]["slow"]  # level-triggered: it joined a stopped supervisor, and stopped
+    assert child["status"] == "interrupted" and timeout_reason(child).metadata["propagated_from"] == "slow-swarm", child
 
 
 def test_the_deadline_counts_from_the_start_of_the_run_not_from_the_timer_or_the_actor(
