@@ -128,6 +128,11 @@ class RunCycles:
                     if self._taken_over is not None:  # our own cancellation: the run went on without this step
                         asyncio.current_task().uncancel()  # type: ignore[union-attr]
                         return status, state, output, done, None
+                    if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                        await self._account_failed(ctx)  # raised by the step itself: a failed cycle
+                    raise
+                except Exception:
+                    await self._account_failed(ctx)
                     raise
                 finally:
                     self._in_step = False
@@ -193,6 +198,15 @@ class RunCycles:
         warning = budget.take_warning()
         if warning is not None:
             await self._hook(HookEvent.BUDGET_WARNING, {"budget": warning})
+
+    async def _account_failed(self, ctx: StepContext) -> None:
+        """A failed cycle's spend, counted; what is left of its reservations, released. Its error stays the run's."""
+        self._in_step = False
+        self.cycle_in_flight = None
+        try:
+            await self._account(ctx)
+        except Exception as exc:  # noqa: BLE001 - the step's error is the run's; this one is logged beside it
+            logger.error("%s: settling failed cycle %d with its budget failed too: %r", self.name, ctx.cycle, exc, exc_info=exc)
 
     async def _drain(self, taken: TakenOver) -> None:
         cycles, call = taken.cycles, taken.call

@@ -322,6 +322,25 @@ def test_a_refused_reservation_stops_before_spending(tmp_path):
     assert result["state"]["n"] == 2
 
 
+@pytest.mark.parametrize("raised", [RuntimeError("the tool broke"), asyncio.CancelledError()], ids=["error", "its-own-cancel"])
+def test_a_failed_cycle_counts_its_spend_and_gives_back_what_is_left_of_its_reservation(tmp_path, raised):
+    class FailsMidway(Counter):
+        async def step(self, state, ctx):
+            assert await ctx.reserve(3.0)
+            ctx.charge(1.0)
+            raise raised  # a CancelledError nobody asked for fails the run too
+
+    agent = FailsMidway(config=cfg(tmp_path))
+    budget = kr.BudgetInterruptHandler(max_cost=10.0)
+    agent.interrupt_manager.add_handler(budget)
+    results = [run(agent.run_autonomous(10)) for _ in range(3)]
+
+    assert [(r["status"], type(r["error"])) for r in results] == [("failed", type(raised))] * 3
+    assert [r["cost"] for r in results] == [1.0] * 3  # each run's failed cycle spent 1.0
+    ledger = budget.snapshot()
+    assert (ledger["spent"], ledger["reserved"], ledger["remaining"]) == (3.0, 0.0, 7.0)  # nothing held for ever
+
+
 def test_cancelling_the_run_task_checkpoints_then_propagates_cancellation(tmp_path):
     agent = AwaitsAtCycle(config=cfg(tmp_path), block_at=3)
 
