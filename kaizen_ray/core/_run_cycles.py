@@ -132,7 +132,8 @@ class RunCycles:
                         await self._account_failed(ctx)  # raised by the step itself: a failed cycle
                     raise
                 except Exception:
-                    await self._account_failed(ctx)
+                    if self._taken_over is None:  # else the takeover settled this cycle already
+                        await self._account_failed(ctx)
                     raise
                 finally:
                     self._in_step = False

@@ -177,3 +177,33 @@ def test_a_budget_that_cannot_settle_the_cycle_an_immediate_stop_cut_short_fails
     assert result["status"] == "failed" and isinstance(result["error"], RuntimeError)
     assert result["cost"] == 0.5  # the cut-short cycle's spend is counted all the same
     assert kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path).state == {"n": 0}
+
+
+@pytest.mark.parametrize("unwinds", ["cancelled", "raising"])
+def test_the_cycle_an_immediate_stop_cut_short_is_counted_once_however_its_step_unwinds(tmp_path, unwinds):
+    class ChargesThenAwaits(_Counts):
+        async def step(self, state, ctx):
+            ctx.charge(1.0)
+            self.entered.set()
+            try:
+                await asyncio.sleep(WAIT_S)
+            except asyncio.CancelledError:
+                if unwinds == "raising":  # its clean-up failed: the takeover has settled the cycle already
+                    raise RuntimeError("clean-up failed") from None
+                raise
+            return kr.StepResult(state)
+
+    agent = ChargesThenAwaits(config=cfg(tmp_path))
+    budget = kr.BudgetInterruptHandler(max_cost=10.0)
+    agent.interrupt_manager.add_handler(budget)
+
+    async def main():
+        agent.entered = asyncio.Event()
+        run = asyncio.ensure_future(agent.run_autonomous())
+        await agent.entered.wait()
+        agent.interrupt_manager.request_interrupt("programmatic", "immediate", "now")
+        return await run  # the run returns once the step has unwound (it waits up to immediate_shutdown_timeout)
+
+    result = asyncio.run(main())
+    assert (result["status"], result["cost"]) == ("interrupted", 1.0)
+    assert (agent.cost, budget.spent) == (1.0, 1.0)
