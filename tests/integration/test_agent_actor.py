@@ -21,7 +21,7 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 from kaizen_ray import AgentGoneError
-from kaizen_ray.runtime.timer import get_or_create_timer
+from kaizen_ray.runtime.timer import GcsDeadlineStore
 
 from tests._support.ray_agents import AwaitsForever, BlocksForever, BlocksItsLoop, Counter, Polite, WaitsForRelease, run_driver
 from tests._support.waiting import wait_until
@@ -330,21 +330,24 @@ def test_resuming_an_unknown_checkpoint_says_which_id_and_where(ray_cluster, sto
 
 
 def test_a_second_start_while_a_run_goes_is_refused_and_leaves_the_first_runs_deadline_alone(ray_cluster, storage, cleanup):
-    timer = get_or_create_timer(ray_cluster)
-    before = ray.get(timer.pending.remote(), timeout=RESULT_TIMEOUT_S)
     handle = Counter.spawn(config=config(storage), name="runs-once-at-a-time")
     cleanup(handle)
     handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=600.0))
+
+    def deadlines() -> list[str]:  # this agent's, as the timer keeps them (other tests' come and go)
+        return [key for key, r in GcsDeadlineStore(ray_cluster).load().items() if r["payload"]["name"] == handle.name]
+
     first = handle.start(None)  # counts for ever
     wait_until(lambda: handle.status()["cycle"] >= 1, "the first run to be going")
+    (deadline,) = wait_until(deadlines, "the first run's deadline to reach the timer")
 
     with pytest.raises(RuntimeError, match="'runs-once-at-a-time' is already running"):
         ray.get(handle.start(3), timeout=RESULT_TIMEOUT_S)
 
     status = handle.status()
     assert status["phase"] == "running" and status["interrupted"] is False  # the first run goes on, untouched
-    assert ray.get(timer.pending.remote(), timeout=RESULT_TIMEOUT_S) == before + 1  # its deadline, and only it
+    assert deadlines() == [deadline]  # its deadline, and only it
     assert handle.request_interrupt("programmatic", "graceful", "enough") is True
     assert ray.get(first, timeout=RESULT_TIMEOUT_S)["status"] == "interrupted"
     # The first run's end cancels its deadline: nothing is left to fire at an idle agent later.
-    wait_until(lambda: ray.get(timer.pending.remote(), timeout=RESULT_TIMEOUT_S) == before, "the first run's deadline to be cancelled")
+    wait_until(lambda: deadlines() == [], "the first run's deadline to be cancelled")
