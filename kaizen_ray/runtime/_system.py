@@ -46,7 +46,7 @@ class SystemHandlers:
         self._scheduled: dict[str, tuple[str, Any]] = {}
         self._run_started: float | None = None
         self._timer: Any = None
-        self._cancels: set[asyncio.Task[None]] = set()  # cancels waiting for their schedule's answer
+        self._cancels: set[asyncio.Task[Any]] = set()  # cancels waiting for their schedule's answer
 
     def _me(self) -> Any:
         return ray.get_runtime_context().current_actor
@@ -62,7 +62,7 @@ class SystemHandlers:
         if isinstance(handler, TimeoutInterruptHandler):
             self.timeouts[key] = handler
             if self._run_started is not None:  # added mid-run: counts from the run's start too
-                await self._schedule(key, handler)  # scheduled before add_handler returns
+                self._schedule_nowait(key, handler)
         elif isinstance(handler, BudgetInterruptHandler):
             # Subscribed by its creation arguments, so a restarted budget actor still interrupts this one.
             scope = create_budget_scope(self.owner, handler, self.storage_path, self.namespace, subscriber=self._me())
@@ -118,7 +118,11 @@ class SystemHandlers:
         """
         self._run_started = time.time()
         for key, handler in self.timeouts.items():
-            self._schedule(key, handler).future().add_done_callback(self._log_refused(handler))
+            self._schedule_nowait(key, handler)
+
+    def _schedule_nowait(self, key: str, handler: TimeoutInterruptHandler) -> None:
+        # Not waited for, at a run's start as mid-run (add_handler): a timer still starting holds up neither.
+        self._schedule(key, handler).future().add_done_callback(self._log_refused(handler))
 
     def _log_refused(self, handler: TimeoutInterruptHandler) -> Any:
         def check(answer: Any) -> None:

@@ -153,6 +153,8 @@ class ActorHandleBase:
             return
         if not isinstance(handler, (TimeoutInterruptHandler, BudgetInterruptHandler)):
             raise TypeError(f"{handler!r} is not an interrupt handler; expected a Signal-, Timeout- or BudgetInterruptHandler")
+        if id(handler) in self._remote_handlers:
+            return  # added already: a no-op, as on a manager (a second key would leave the first one unremovable)
         # Carried out by the timer actor (timeouts) or a budget actor (budgets).
         self._remote_handlers[id(handler)] = (handler, self._call(self._actor.add_handler.remote(handler)))
 

@@ -120,6 +120,24 @@ def test_remove_handler_through_the_proxy_cancels_the_runs_deadline(ray_cluster,
     assert result["status"] == "interrupted" and result["interrupt_reason"].message == "done"
 
 
+def test_adding_the_same_handler_twice_is_a_no_op_as_on_a_manager(ray_cluster, storage, cleanup):
+    handle = Counter.spawn(config=config(storage), name="adds-twice")
+    cleanup(handle)
+    budget = kr.BudgetInterruptHandler(max_cost=5.0)
+
+    def scopes() -> list[str]:  # this agent's budget scope actors
+        named = ray.util.list_named_actors(all_namespaces=True)
+        return [a["name"] for a in named if a["name"].startswith(f"kaizen-budget/{handle.name}/")]
+
+    handle.add_handler(budget)
+    handle.add_handler(budget)
+    assert len(scopes()) == 1  # one scope, not a second one the driver could never remove
+
+    handle.remove_handler(budget)
+    with pytest.raises(ValueError, match="was not added to"):
+        handle.remove_handler(budget)  # one remove undid it
+
+
 def test_on_shutdown_through_the_proxy_runs_each_callback_once_at_the_end_of_the_next_run(ray_cluster, storage, tmp_path, cleanup):
     log = tmp_path / "shutdown.log"
     handle = Counter.spawn(config=config(storage), name="shuts-down")
