@@ -62,7 +62,7 @@ class SystemHandlers:
         if isinstance(handler, TimeoutInterruptHandler):
             self.timeouts[key] = handler
             if self._run_started is not None:  # added mid-run: counts from the run's start too
-                self._schedule_nowait(key, handler)
+                self._schedule(key, handler)
         elif isinstance(handler, BudgetInterruptHandler):
             # Subscribed by its creation arguments, so a restarted budget actor still interrupts this one.
             scope = create_budget_scope(self.owner, handler, self.storage_path, self.namespace, subscriber=self._me())
@@ -85,15 +85,18 @@ class SystemHandlers:
             return self.scopes.pop(key)
         raise KeyError(f"no handler with key {key!r} on {self.owner!r}; known: {sorted({*self.timeouts, *self.scopes})}")
 
-    def _schedule(self, key: str, handler: TimeoutInterruptHandler) -> Any:
-        """Send the deadline to the timer actor; the ref of its answer."""
+    def _schedule(self, key: str, handler: TimeoutInterruptHandler) -> None:
+        """Send the deadline to the timer actor, not waiting for its answer (kept for the cancel); a refusal is logged.
+
+        Not waited for, at a run's start as mid-run (add_handler): a timer still starting holds up neither.
+        """
         assert self._run_started is not None
         timer_key = f"{self.owner}/{key}/{uuid.uuid4().hex[:8]}"
         answer = self._timer_actor().schedule.remote(
             timer_key, self._me(), self.owner, self._run_started, handler.timeout_seconds, handler.mode.value
         )
         self._scheduled[key] = (timer_key, answer)
-        return answer
+        answer.future().add_done_callback(self._log_refused(handler))
 
     async def _cancel_once_scheduled(self, timer_key: str, answer: Any) -> Any:
         """Send the cancel once the schedule is answered; the ref of the cancel's answer (None: nothing to cancel)."""
@@ -118,11 +121,7 @@ class SystemHandlers:
         """
         self._run_started = time.time()
         for key, handler in self.timeouts.items():
-            self._schedule_nowait(key, handler)
-
-    def _schedule_nowait(self, key: str, handler: TimeoutInterruptHandler) -> None:
-        # Not waited for, at a run's start as mid-run (add_handler): a timer still starting holds up neither.
-        self._schedule(key, handler).future().add_done_callback(self._log_refused(handler))
+            self._schedule(key, handler)
 
     def _log_refused(self, handler: TimeoutInterruptHandler) -> Any:
         def check(answer: Any) -> None:
