@@ -33,6 +33,7 @@ import ray
 import ray.cloudpickle
 
 import kaizen_ray as kr
+from kaizen_ray.runtime.timer import GcsDeadlineStore
 from tests._support.waiting import wait_until
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -93,6 +94,11 @@ class Counter(kr.BaseAutonomousAgent):
         new = advance(state, ctx.agent_name, ctx.cycle)
         goal = new["goal"]
         return kr.StepResult(new, done=goal is not None and new["n"] >= goal, output=new["n"])
+
+
+def deadlines_of(namespace: str, agent: str) -> dict[str, dict[str, Any]]:
+    """``agent``'s deadlines as the namespace's timer keeps them (its saved records, by key); other tests' come and go."""
+    return {key: r for key, r in GcsDeadlineStore(namespace).load().items() if r["payload"]["name"] == agent}
 
 
 class SlowToStart(Counter):

@@ -21,9 +21,8 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 from kaizen_ray import AgentGoneError
-from kaizen_ray.runtime.timer import GcsDeadlineStore
 
-from tests._support.ray_agents import AwaitsForever, BlocksForever, BlocksItsLoop, Counter, Polite, WaitsForRelease, run_driver
+from tests._support.ray_agents import AwaitsForever, BlocksForever, BlocksItsLoop, Counter, Polite, WaitsForRelease, deadlines_of, run_driver
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
@@ -334,8 +333,8 @@ def test_a_second_start_while_a_run_goes_is_refused_and_leaves_the_first_runs_de
     cleanup(handle)
     handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=600.0))
 
-    def deadlines() -> list[str]:  # this agent's, as the timer keeps them (other tests' come and go)
-        return [key for key, r in GcsDeadlineStore(ray_cluster).load().items() if r["payload"]["name"] == handle.name]
+    def deadlines() -> list[str]:
+        return list(deadlines_of(ray_cluster, handle.name))
 
     first = handle.start(None)  # counts for ever
     wait_until(lambda: handle.status()["cycle"] >= 1, "the first run to be going")

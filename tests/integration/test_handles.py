@@ -20,9 +20,8 @@ import ray.cloudpickle
 import kaizen_ray as kr
 from kaizen_ray.core.errors import ConfigError
 from kaizen_ray.runtime._actors import CONTROL_TIMEOUT_S
-from kaizen_ray.runtime.timer import GcsDeadlineStore
 
-from tests._support.ray_agents import BLOCK_S, Counter, counting
+from tests._support.ray_agents import BLOCK_S, Counter, counting, deadlines_of
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
@@ -103,8 +102,8 @@ def test_remove_handler_through_the_proxy_cancels_the_runs_deadline(ray_cluster,
     timeout = kr.TimeoutInterruptHandler(timeout_seconds=600.0)
     handle.interrupt_manager.add_handler(timeout)
 
-    def deadlines() -> list[str]:  # this agent's, as the timer keeps them (other tests' come and go)
-        return [key for key, r in GcsDeadlineStore(ray_cluster).load().items() if r["payload"]["name"] == handle.name]
+    def deadlines() -> list[str]:
+        return list(deadlines_of(ray_cluster, handle.name))
 
     ref = handle.start(FOREVER)
     # Sent as the run starts, not waited for: it reaches the timer, once.

@@ -20,7 +20,7 @@ import kaizen_ray as kr
 from kaizen_ray.runtime._namespaces import system_namespace
 from kaizen_ray.runtime.timer import TIMER_NAME, GcsDeadlineStore, TimerActor, get_or_create_timer
 
-from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, SlowToStart, counting
+from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, SlowToStart, counting, deadlines_of
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
@@ -154,8 +154,8 @@ def test_the_deadline_counts_from_the_start_of_the_run_not_from_the_timer_or_the
     handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=600.0))
     assert handle.status()["phase"] == "idle"  # the agent's actor is up too
 
-    def mine() -> list[dict[str, Any]]:  # this agent's deadlines, as the timer keeps them (other tests' come and go)
-        return [r for r in GcsDeadlineStore(ray_cluster).load().values() if r["payload"]["name"] == handle.name]
+    def mine() -> list[dict[str, Any]]:
+        return list(deadlines_of(ray_cluster, handle.name).values())
 
     assert mine() == []  # nothing counts while no run goes
     before_start = time.time()  # one machine, one wall clock: its readings order events across processes
@@ -176,8 +176,8 @@ def test_the_deadline_is_cancelled_when_the_run_ends(ray_cluster, storage, clean
     cleanup(handle)
     handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=600.0))
 
-    def deadlines() -> list[str]:  # this agent's, as the timer keeps them (other tests' come and go)
-        return [key for key, r in GcsDeadlineStore(ray_cluster).load().items() if r["payload"]["name"] == handle.name]
+    def deadlines() -> list[str]:
+        return list(deadlines_of(ray_cluster, handle.name))
 
     ref = handle.start(FOREVER)
     wait_until(lambda: handle.status()["cycle"] >= 1, "the run to be going")
