@@ -82,7 +82,7 @@ class StoreSink:
     async def last_durable(self, agent: str) -> str | None:
         """The newest checkpoint of ``agent`` on disk once the store's queue has drained (None if unknown)."""
         try:
-            await self.store.flush.remote(self.storage_path)
+            await self.store.flush.remote(self.storage_path, agent)
         except CheckpointError:
             pass  # the failure the run already reports; what did reach the disk is asked next
         return await self.store.last_flushed.remote(self.storage_path, agent)

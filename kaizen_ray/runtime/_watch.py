@@ -110,7 +110,7 @@ async def _latest(store: Any, storage_path: str, agent: str) -> Any:
     """The newest good checkpoint of ``agent`` once the store has flushed, or None."""
 
     try:
-        await store.flush.remote(storage_path)
+        await store.flush.remote(storage_path, agent)  # its own files, not behind the others'
         return await load_from_store(store, storage_path, agent, "latest")
     except CheckpointError as exc:
         logger.warning("no checkpoint to report for %s: %s", agent, exc)

@@ -13,7 +13,7 @@ written (and fsynced) at the same time in a thread pool: a swarm stopped at
 once is not flushed one agent after another. A durable save returns once its
 file is on disk; a periodic one returns once it is in the object store
 (write-behind). A failed write-behind flush is never dropped silently: the
-next save or flush for that storage path raises it.
+agent's next save, or the next flush that covers it, raises it.
 
 One copy on the way: the agent sends ``[head, PickleBuffer(payload)]`` (see
 ``StoreSink``), which Ray hands over out of band, as a read-only view of the
@@ -54,6 +54,8 @@ _JOIN_BELOW_BYTES = 64 << 10  # a smaller checkpoint is put as one bytes object 
 _QueueItem = tuple[FileCheckpointStorage, str, str, Any, "asyncio.Future[None] | None"]
 # How long a save waits for the saves its sender sent before it (see _Turns) before it is queued anyway.
 _TURN_WAIT_S = 30.0
+# Sessions whose turns are kept: a sender killed before its last save never ends its own.
+_TURNS_KEPT = 4096
 
 
 class _Turns:
@@ -70,10 +72,13 @@ class _Turns:
     wait for those the old store had already queued. The price: if Ray starts
     the very first saves of a session out of order, they are queued as they
     came (each file is still whole; "latest" goes by id, not by arrival).
+    A session's durable save ends it; the sessions of senders that died
+    before theirs are forgotten, least recently moved first, past ``_TURNS_KEPT``
+    (one that comes back starts afresh, as after a restart of the store).
     """
 
     def __init__(self) -> None:
-        self._next: dict[tuple[Any, str], int] = {}
+        self._next: OrderedDict[tuple[Any, str], int] = OrderedDict()
         self._moved = asyncio.Event()
 
     async def wait(self, key: Any, session: str, number: int) -> None:
@@ -98,6 +103,9 @@ class _Turns:
             self._next.pop(turn, None)
         else:
             self._next[turn] = max(self._next.get(turn, number), number + 1)
+            self._next.move_to_end(turn)
+            while len(self._next) > _TURNS_KEPT:
+                self._next.popitem(last=False)
         self._moved.set()
         self._moved = asyncio.Event()
 
@@ -118,7 +126,8 @@ class CheckpointStoreLogic:
         self._queues: dict[tuple[Path | str, str], asyncio.Queue[_QueueItem]] = {}
         self._writers: dict[tuple[Path | str, str], asyncio.Task[None]] = {}
         self._pool = ThreadPoolExecutor(max_workers=_FLUSH_THREADS, thread_name_prefix="kaizen-ckpt-flush")
-        self._failures: dict[Path | str, BaseException] = {}
+        # (storage root, agent) -> its failed write-behind flush, raised to that agent's next save or flush.
+        self._failures: dict[tuple[Path | str, str], BaseException] = {}
         # Saved but not yet on disk: their refs are the only copy, never evicted.
         self._unflushed: set[tuple[Path | str, str]] = set()
         # (storage root, agent) -> the newest checkpoint id this store put on disk.
@@ -171,7 +180,7 @@ class CheckpointStoreLogic:
                 if done is not None and not done.done():
                     done.set_exception(exc)
                 else:
-                    self._failures[storage.path] = exc
+                    self._failures[key] = exc
             else:
                 self.flushed += 1
                 self._last_flushed[(storage.path, agent)] = checkpoint_id
@@ -197,10 +206,11 @@ class CheckpointStoreLogic:
             if (root, checkpoint_id) not in self._unflushed:
                 del refs[checkpoint_id]
 
-    def _raise_failure(self, root: Path | str) -> None:
-        failure = self._failures.pop(root, None)
-        if failure is not None:
-            raise failure
+    def _raise_failure(self, root: Path | str | None, agent: str | None) -> None:
+        """Raise (once) the first failed flush of ``agent`` under ``root``; None matches any."""
+        for key in list(self._failures):
+            if root in (None, key[0]) and agent in (None, key[1]):
+                raise self._failures.pop(key)
 
     async def save(
         self, storage_path: str, agent: str, checkpoint_id: str, data: Any, durable: bool, order: tuple[str, int] | None = None
@@ -220,7 +230,7 @@ class CheckpointStoreLogic:
             validate_checkpoint_id(checkpoint_id)
             storage = self.storage(storage_path)
             key = (storage.path, agent)
-            self._raise_failure(storage.path)
+            self._raise_failure(storage.path, agent)
         except BaseException:
             if order is not None:  # refused before it was queued: the sender's next save need not wait for it
                 self._turns.queued(turn, *order, last=durable)
@@ -247,12 +257,20 @@ class CheckpointStoreLogic:
         self._trim(storage.path, agent)
         return checkpoint_id
 
-    async def flush(self, storage_path: str | None = None) -> None:
-        """Wait until every queued checkpoint is on disk; raise a failed flush."""
-        await asyncio.gather(*(queue.join() for queue in list(self._queues.values())))
-        roots = [resolve_storage_path(storage_path)] if storage_path else list(self._failures)
-        for root in roots:
-            self._raise_failure(root)
+    async def flush(self, storage_path: str | None = None, agent: str | None = None) -> None:
+        """Wait until the queued checkpoints are on disk; raise a failed flush.
+
+        All of them; with ``storage_path``, those under it; with ``agent`` too,
+        only that agent's: a killed agent's watcher waits for its own files,
+        not behind a swarm's other writes.
+        """
+        root = resolve_storage_path(storage_path) if storage_path else None
+        queues = [
+            queue for (queued_root, queued_agent), queue in list(self._queues.items())
+            if root in (None, queued_root) and agent in (None, queued_agent)
+        ]
+        await asyncio.gather(*(queue.join() for queue in queues))
+        self._raise_failure(root, agent)
 
     def last_flushed(self, storage_path: str, agent: str) -> str | None:
         """The newest checkpoint of ``agent`` this store wrote to ``storage_path`` (since it started), or None."""
@@ -300,8 +318,8 @@ class CheckpointStore:
     ) -> str:
         return await self._logic.save(storage_path, agent, checkpoint_id, data, durable, order)
 
-    async def flush(self, storage_path: str | None = None) -> None:
-        await self._logic.flush(storage_path)
+    async def flush(self, storage_path: str | None = None, agent: str | None = None) -> None:
+        await self._logic.flush(storage_path, agent)
 
     async def candidates(self, storage_path: str, agent: str) -> list[str]:
         return await asyncio.to_thread(self._logic.candidates, storage_path, agent)

@@ -6,6 +6,8 @@ import asyncio
 import pickle
 import threading
 
+import pytest
+
 import kaizen_ray as kr
 from kaizen_ray.core.checkpoint import FileCheckpointStorage, decode_checkpoint, encode_parts
 from kaizen_ray.runtime.checkpoints import CheckpointStoreLogic
@@ -172,3 +174,90 @@ def test_a_save_refused_before_it_was_queued_does_not_hold_up_the_next_one(tmp_p
 
     assert "not an id" in str(asyncio.run(scenario()))
     assert [c.cycle for c in kr.list_checkpoints(tmp_path, agent="a1")] == [1, 3]
+
+
+def test_a_flush_for_one_agent_waits_for_its_own_files_not_for_another_agents_stuck_write(tmp_path, monkeypatch):
+    """What a killed agent's watcher asks for: its latest file, without queueing behind the swarm's other writes."""
+    gate, blocked = threading.Event(), threading.Event()
+    real_write = FileCheckpointStorage.write_bytes
+
+    def stuck_for_a1(self, agent, checkpoint_id, data):
+        if agent == "sw/a1":
+            blocked.set()
+            assert gate.wait(WAIT_S), "the test never opened the gate"
+        return real_write(self, agent, checkpoint_id, data)
+
+    monkeypatch.setattr(FileCheckpointStorage, "write_bytes", stuck_for_a1)
+    logic = CheckpointStoreLogic()
+    (a_id, a_data), (b_id, b_data) = _parts("sw/a1", 1), _parts("sw/a2", 1)
+
+    async def scenario():
+        await logic.save(str(tmp_path), "sw/a1", a_id, a_data, durable=False)
+        await asyncio.to_thread(blocked.wait, WAIT_S)
+        await logic.save(str(tmp_path), "sw/a2", b_id, b_data, durable=False)
+        await asyncio.wait_for(logic.flush(str(tmp_path), "sw/a2"), WAIT_S)
+        seen = (logic.last_flushed(str(tmp_path), "sw/a2"), logic.last_flushed(str(tmp_path), "sw/a1"))
+        whole = asyncio.ensure_future(logic.flush(str(tmp_path)))
+        await asyncio.sleep(0)
+        whole_waited = not whole.done()
+        gate.set()
+        await asyncio.wait_for(whole, WAIT_S)
+        return seen, whole_waited
+
+    seen, whole_waited = asyncio.run(scenario())
+    assert seen == (b_id, None)  # a2's file on disk while a1's was still stuck
+    assert whole_waited  # a flush of the whole path still waits for every agent
+    assert logic.last_flushed(str(tmp_path), "sw/a1") == a_id
+
+
+def test_a_failed_write_behind_flush_is_raised_to_its_own_agent_not_to_a_neighbour(tmp_path, monkeypatch):
+    real_write = FileCheckpointStorage.write_bytes
+    failure = OSError(28, "No space left on device")
+    failed: list[str] = []
+
+    def failing_once_for_a1(self, agent, checkpoint_id, data):
+        if agent == "sw/a1" and not failed:
+            failed.append(checkpoint_id)
+            raise failure
+        return real_write(self, agent, checkpoint_id, data)
+
+    monkeypatch.setattr(FileCheckpointStorage, "write_bytes", failing_once_for_a1)
+    logic = CheckpointStoreLogic()
+    (lost_id, lost), (kept_id, kept) = _parts("sw/a1", 1), _parts("sw/a1", 2)
+    b_id, b_data = _parts("sw/a2", 1)
+
+    async def scenario():
+        await logic.save(str(tmp_path), "sw/a1", lost_id, lost, durable=False)  # its flush fails, nobody waits
+        # Queued after the failed one: when this durable save returns, the failure happened.
+        await logic.save(str(tmp_path), "sw/a1", kept_id, kept, durable=True)
+        await logic.save(str(tmp_path), "sw/a2", b_id, b_data, durable=True)  # a2 is not told of a1's failure
+        await logic.flush(str(tmp_path), "sw/a2")
+        with pytest.raises(OSError) as raised:
+            await logic.flush(str(tmp_path), "sw/a1")
+        await logic.flush(str(tmp_path))  # raised once, then clean
+        return raised.value
+
+    assert asyncio.run(scenario()) is failure
+    assert failed == [lost_id]
+    assert [i.id for i in kr.list_checkpoints(tmp_path, agent="sw/a2")] == [b_id]
+    assert [i.id for i in kr.list_checkpoints(tmp_path, agent="sw/a1")] == [kept_id]
+
+
+def test_sessions_of_senders_that_never_sent_their_last_save_are_forgotten_past_the_bound(tmp_path, monkeypatch):
+    """Agents killed before their final save never end their session: the store keeps only the newest ones."""
+    monkeypatch.setattr("kaizen_ray.runtime.checkpoints._TURNS_KEPT", 2)
+    monkeypatch.setattr("kaizen_ray.runtime.checkpoints._TURN_WAIT_S", 3600.0)  # a held save would hang the test
+    logic = CheckpointStoreLogic()
+    made = {name: [_parts(name, c) for c in (1, 2, 3)] for name in ("k/a1", "k/a2", "k/a3")}
+
+    async def scenario():
+        for name, [(cid, data), *_] in made.items():  # three senders, each killed after its first save
+            await logic.save(str(tmp_path), name, cid, data, False, (name, 1))
+        kept = [turn[1] for turn in logic._turns._next]
+        # The forgotten session starts afresh where its next save arrives: it is not held for its save 2.
+        cid, data = made["k/a1"][2]
+        await asyncio.wait_for(logic.save(str(tmp_path), "k/a1", cid, data, True, ("k/a1", 3)), WAIT_S)
+        return kept
+
+    assert asyncio.run(scenario()) == ["k/a2", "k/a3"]
+    assert [c.cycle for c in kr.list_checkpoints(tmp_path, agent="k/a1")] == [1, 3]
