@@ -17,7 +17,7 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 from kaizen_ray.core.errors import AgentGoneError, ConfigError
-from kaizen_ray.runtime.supervisor import _Child
+from kaizen_ray.runtime._children import Child as _Child
 
 from tests._support.ray_agents import Counter
 from tests._support.waiting import wait_until
