@@ -7,12 +7,12 @@ and, for checkpoints in flight, :mod:`kaizen_ray.core._saves_behind`.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from kaizen_ray.core._saves_behind import SavesBehind
-from kaizen_ray.core.checkpoint import Checkpoint, CheckpointError, CheckpointStatus
+from kaizen_ray.core.checkpoint import Checkpoint, CheckpointStatus
+from kaizen_ray.core.checkpoint._json import _json_clean
 from kaizen_ray.core.context import CheckpointSink
 from kaizen_ray.core.hooks import HookContext, HookEvent
 from kaizen_ray.core.interrupts import InterruptManager
@@ -44,13 +44,17 @@ class RunCheckpoints:
     checkpoint_id: str | None
     _parent_id: str | None
     _behind: SavesBehind
+    # The exception a save of this run raised (sent, or acknowledged write-behind), if one did.
+    _save_failure: BaseException | None = None
 
     async def _hook(self, event: HookEvent, data: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
     def _checkpoint(self, state: Any, status: CheckpointStatus, output: Any, done: bool) -> Checkpoint:
         metadata: dict[str, Any] = {"cost": self.cost, "done": done}
-        if done and _json_able(output):
+        # Only an output that comes back equal from JSON (the metadata rule): a tuple, an int-keyed dict
+        # or a NaN would fail the checkpoint, and with it the run. The state keeps whatever the step made.
+        if done and _json_clean(output):
             metadata["output"] = output
         return Checkpoint.new(
             self.name, self.cycle, status, state,
@@ -62,7 +66,11 @@ class RunCheckpoints:
     ) -> str:
         ckpt = self._checkpoint(state, status, output, done)
         await self._hook(HookEvent.PRE_CHECKPOINT, {"checkpoint_id": ckpt.id, "durable": durable})
-        checkpoint_id = await self.sink.save(ckpt, durable=durable)
+        try:
+            checkpoint_id = await self.sink.save(ckpt, durable=durable)
+        except Exception as exc:
+            self._save_failure = exc
+            raise
         self._parent_id = self.checkpoint_id = checkpoint_id
         await self._hook(HookEvent.POST_CHECKPOINT, {"checkpoint_id": checkpoint_id, "durable": durable})
         return checkpoint_id
@@ -88,14 +96,16 @@ class RunCheckpoints:
                 data = {"checkpoint_id": ckpt.id, "durable": False}
                 await hooks.trigger(HookContext(HookEvent.POST_CHECKPOINT, self.agent, data, cycle=ckpt.cycle, state=ckpt.state))
         if (failure := self._behind.failure()) is not None:
+            self._save_failure = failure
             raise failure
 
     async def _final_save(
         self, state: Any, status: RunStatus, error: BaseException | None, output: Any, done: bool
     ) -> tuple[str | None, BaseException | None]:
-        if isinstance(error, CheckpointError):
+        if error is not None and error is self._save_failure:
             # The state that could not be saved is still the state: saving it
             # again would fail the same way. The last good checkpoint stands.
+            # (A CheckpointError the step itself raised is a step's failure: saved as any other.)
             return self.checkpoint_id, None
         try:
             return await self._save(state, _CHECKPOINT_STATUS[status], durable=True, output=output, done=done), None
@@ -109,21 +119,9 @@ class RunCheckpoints:
             return status, error
         acknowledged, failure = await self._behind.settle()
         await self._acknowledge(acknowledged)
+        if failure is not None:
+            self._save_failure = failure
         if failure is not None and error is None:
             logger.error("a write-behind checkpoint of %s failed: %r", self.name, failure, exc_info=failure)
             return RunStatus.FAILED, failure
         return status, error
-
-
-# json.dumps takes any of these (a NaN too: it is not strict): the usual outputs need no trial encoding.
-_ALWAYS_JSON_ABLE = frozenset({type(None), str, bool, float})
-
-
-def _json_able(value: Any) -> bool:
-    if type(value) in _ALWAYS_JSON_ABLE:
-        return True
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True

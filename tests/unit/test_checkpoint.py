@@ -505,6 +505,22 @@ def test_list_skips_unreadable_headers_and_temp_files_with_a_warning(tmp_path, c
     assert any(short.name in m and "truncated payload" in m for m in messages)
 
 
+
+@pytest.mark.parametrize(
+    "damage", [b'"metadata":{"x":NaN}', b'"metadata":' + b"[" * 200_000 + b"]" * 200_000], ids=["NaN", "deep"]
+)
+def test_a_header_that_is_not_strict_json_is_corrupt_and_skipped_by_list_and_latest(tmp_path, damage):
+    """Damage Python's json would parse (a NaN) or choke on (nesting past the stack) is a corrupt file like any other."""
+    store = FileCheckpointStorage(tmp_path)
+    good = make("swarm/w1", 1, 1)
+    store.write(good)
+    bad = store.write(make("swarm/w1", 2, 2))
+    bad.write_bytes(bad.read_bytes().replace(b'"metadata":{}', damage, 1))
+    assert [i.id for i in store.list("swarm/w1")] == [good.id]
+    assert store.load_latest("swarm/w1").id == good.id
+    with pytest.raises(CheckpointCorruptError, match="bad header JSON"):
+        store.load(bad.name.removesuffix(".ckpt"))
+
 # -- models and metadata ----------------------------------------------------------------
 
 

@@ -192,3 +192,19 @@ def test_the_budget_scope_keeps_its_ledger_through_the_storage_seam(tmp_path):
     scope.settle("a1", [(0.25, None)], [])
     assert BudgetScope("s1", kr.BudgetInterruptHandler(1.0), where).snapshot()["spent"] == 0.25
     assert os.path.exists(tmp_path / ".budgets" / "s1.json")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda where: kr.CheckpointNotFoundError("latest", where),
+        lambda where: kr.CheckpointCorruptError(f"{where}/a/ck-1.ckpt", "payload checksum mismatch"),
+        lambda where: kr.CheckpointStorageError(where, "access denied"),
+    ],
+    ids=["not-found", "corrupt", "storage"],
+)
+def test_a_uris_keys_never_reach_a_checkpoint_errors_message(error):
+    """Whoever raises it, from whatever spelling of the storage path: the query (keys, maybe) is left out."""
+    raised = error("s3://bucket/ck?access_key=AK&secret_key=SECRET")
+    assert "SECRET" not in str(raised) and "AK" not in str(raised) and "s3://bucket/ck" in str(raised)
+    assert "SECRET" not in repr(raised.__reduce__())  # nor in what travels (Ray pickles errors)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,71 @@ def test_resuming_from_latest_skips_a_damaged_newest_checkpoint_and_resumes_from
         resumed = kr.load_checkpoint(resumed.parent_id, storage_path=tmp_path)
     assert infos[1].id in chain and infos[2].id not in chain  # it went on from cycle 2, not the damaged 3
     assert path.exists()  # the damaged file is left for a human to look at
+
+
+class Outputs(kr.BaseAutonomousAgent):
+    """One cycle, done, whose output is the task."""
+
+    async def step(self, state, ctx):
+        return kr.StepResult({"n": 1}, done=True, output=state["task"])
+
+
+@pytest.mark.parametrize(
+    "output",
+    [None, "", "é\ud800", True, 7, 1.5, [1, [2]], {"a": {"b": None}},  # kept as they are
+     ("a", 1), {1: "x"}, math.nan, {"s": math.inf}, [1, (2,)], {"a": b"x"}, object()],  # not JSON: not kept
+    ids=repr,
+)
+def test_a_completed_run_keeps_its_output_and_its_checkpoint_whatever_the_output(tmp_path, output):
+    """The output goes into the final checkpoint's metadata only when it comes back equal from JSON."""
+    agent = Outputs(config=cfg(tmp_path))
+    result = asyncio.run(agent.run_autonomous(output))
+    assert result["status"] == "completed" and result["error"] is None
+    assert result["output"] is output
+    final = kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path)
+    json_clean = output is None or type(output) in (str, bool, int, float, list, dict) and not _not_json(output)
+    assert final.metadata.get("output", "absent") == (output if json_clean else "absent")
+    resumed = asyncio.run(agent.run_autonomous(output, resume_from_checkpoint=result["checkpoint_id"]))
+    assert resumed["status"] == "completed"
+    if json_clean:
+        assert resumed["output"] == output
+
+
+def _not_json(value) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(_not_json(v) or isinstance(v, (tuple, bytes)) for v in value)
+    if isinstance(value, dict):
+        return any(not isinstance(k, str) or _not_json(v) or isinstance(v, (tuple, bytes)) for k, v in value.items())
+    return False
+
+
+class RaisesACheckpointError(kr.BaseAutonomousAgent):
+    """Counts; at cycle 3 the step itself raises a CheckpointError (it looked up a checkpoint that is not there)."""
+
+    def initial_state(self, task):
+        return {"n": 0}
+
+    async def step(self, state, ctx):
+        if ctx.cycle == 3:
+            kr.load_checkpoint("ck-20000101T000000000000Z-0000-abcdef", storage_path=self.storage.path)
+        return kr.StepResult({"n": state["n"] + 1})
+
+
+def test_a_checkpoint_error_the_step_raises_fails_the_run_with_a_final_checkpoint_of_the_last_good_state(tmp_path):
+    """Only a save's own failure skips the final save; a step's CheckpointError is a step's failure like any other."""
+    agent = RaisesACheckpointError(config=cfg(tmp_path, checkpoint_frequency=0))
+    result = asyncio.run(agent.run_autonomous(None))
+    assert result["status"] == "failed" and type(result["error"]) is kr.CheckpointNotFoundError
+    assert result["checkpoint_id"] is not None
+    final = kr.load_checkpoint(result["checkpoint_id"], storage_path=tmp_path)
+    assert (final.status, final.cycle, final.state) == ("failed", 2, {"n": 2})
+
+
+def test_a_relative_storage_path_with_dot_dot_holds_the_runs_checkpoints(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    result = asyncio.run(Counter(config=cfg(Path("../ckpts"))).run_autonomous(2))
+    assert result["status"] == "completed" and result["error"] is None
+    assert [c.cycle for c in kr.list_checkpoints(tmp_path / "ckpts", agent="Counter")][-1] == 2

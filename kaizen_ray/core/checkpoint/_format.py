@@ -274,6 +274,10 @@ def encode_checkpoint(ckpt: Checkpoint, *, key: bytes | None = None) -> bytes:
     return b"".join(encode_buffers(ckpt, key=key))
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_header(head: bytes, line: bytes, source: Path | str, key: bytes | None = None) -> dict[str, Any]:
     """Check magic, JSON, version, keys, header checksum and (with ``key``) signature; return the header dict."""
     def corrupt(problem: str) -> CheckpointCorruptError:
@@ -288,8 +292,9 @@ def _parse_header(head: bytes, line: bytes, source: Path | str, key: bytes | Non
             raise corrupt(f"header line longer than {MAX_HEADER_BYTES} bytes")
         raise corrupt(f"truncated header: no end of line after {len(line)} bytes")
     try:
-        header = json.loads(line)
-    except ValueError as exc:
+        # Strict JSON, as it was written: a NaN would only fail later, unnamed, at the checksum.
+        header = json.loads(line, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
         raise corrupt(f"bad header JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise corrupt(f"bad header JSON: expected an object, got {type(header).__name__}")

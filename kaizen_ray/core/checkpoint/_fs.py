@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from kaizen_ray.core.checkpoint._paths import resolve_storage_path, storage_scheme
+from kaizen_ray.core.checkpoint._paths import redact, resolve_storage_path, storage_scheme
 
 __all__ = [
     "ArrowFolder", "atomic_write_bytes", "join_storage_path", "read_blob", "read_uri", "write_blob", "write_uri",
@@ -155,16 +155,6 @@ def _with_s3_endpoint(uri: str) -> str:
     else:
         query.append(("endpoint_override", endpoint))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
-
-
-def redact(uri: str) -> str:
-    """``uri`` without its query, which may carry keys (``?secret_key=...``): the form for messages.
-
-    >>> redact("s3://bucket/ck?access_key=a&secret_key=b")
-    's3://bucket/ck'
-    """
-    parts = urlsplit(uri)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 @contextlib.contextmanager

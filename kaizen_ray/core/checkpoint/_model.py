@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kaizen_ray.core._validate import aware_utc
 from kaizen_ray.core.checkpoint._json import _JSON_RULE, _json_clean, _json_problem
+from kaizen_ray.core.checkpoint._paths import shown
 from kaizen_ray.core.errors import KaizenError
 from kaizen_ray.core.interrupts import InterruptReason
 
@@ -75,6 +76,7 @@ class CheckpointNotFoundError(CheckpointError, LookupError):
     """
 
     def __init__(self, checkpoint_id: str, where: Path | str, hint: str = "") -> None:
+        where = shown(where)  # a URI's query may hold its keys: never in a message
         self.checkpoint_id, self.where, self.hint = checkpoint_id, where, hint
         super().__init__(
             f"no checkpoint {checkpoint_id!r} in {where} "
@@ -93,6 +95,7 @@ class CheckpointCorruptError(CheckpointError):
     """
 
     def __init__(self, path: Path | str, problem: str) -> None:
+        path = shown(path)
         self.path, self.problem = path, problem
         super().__init__(f"checkpoint {path} is corrupt: {problem}")
 
@@ -142,6 +145,7 @@ class CheckpointStorageError(CheckpointError, OSError):
     """
 
     def __init__(self, path: Path | str, reason: str) -> None:
+        path = shown(path)
         self.path, self.reason = path, reason
         super().__init__(f"checkpoint storage {path} is unusable: {reason}")
 

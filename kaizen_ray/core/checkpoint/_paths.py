@@ -58,7 +58,7 @@ def _file_uri_path(uri: str) -> Path:
     parts = urlsplit(uri)
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment or not parts.path.startswith("/"):
         raise ConfigError("storage_path", uri, "a file:// URI of an absolute local path, like file:///data/ckpts")
-    return Path(unquote(parts.path))
+    return Path(os.path.normpath(unquote(parts.path)))  # ".." folded, as for a folder (see below)
 
 
 def _normal_uri(uri: str) -> str:
@@ -90,6 +90,8 @@ def resolve_storage_path(path: str | os.PathLike[str] | None) -> Path | str:
 
     >>> resolve_storage_path("~/ck") == Path.home() / "ck"
     True
+    >>> resolve_storage_path("/data/runs/../ck")
+    PosixPath('/data/ck')
     >>> resolve_storage_path("file:///data/ck"), resolve_storage_path("s3://bucket/ck/")
     (PosixPath('/data/ck'), 's3://bucket/ck')
     """
@@ -102,4 +104,25 @@ def resolve_storage_path(path: str | os.PathLike[str] | None) -> Path | str:
         return _file_uri_path(str(path))
     if scheme is not None:
         return _normal_uri(str(path))
-    return Path(path).expanduser().absolute()
+    # abspath, not resolve(): ".." folded away (a checkpoint's path is checked to stay under its
+    # storage folder, which "/a/../b" never textually contains), symlinks kept as the user named them.
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def redact(uri: str) -> str:
+    """``uri`` without its query, which may carry keys (``?secret_key=...``): the form for messages.
+
+    >>> redact("s3://bucket/ck?access_key=a&secret_key=b")
+    's3://bucket/ck'
+    """
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def shown(where: Path | str) -> Path | str:
+    """``where`` as an error message may show it: a URI's query (its keys, maybe) left out; a folder as it is.
+
+    >>> shown("s3://bucket/ck/a/ck-1.ckpt?secret_key=b"), shown(Path("/data/ck"))
+    ('s3://bucket/ck/a/ck-1.ckpt', PosixPath('/data/ck'))
+    """
+    return redact(where) if isinstance(where, str) and "://" in where else where
