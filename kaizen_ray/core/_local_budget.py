@@ -31,7 +31,8 @@ class LocalBudgetClient:
 
     def charge(self, amount: float) -> None:
         for handler in self._handlers():
-            rid = next((r.id for h, r in self._reservations if h is handler), None)
+            # The reservation made last before this charge: a charge is what that reservation was for.
+            rid = next((r.id for h, r in reversed(self._reservations) if h is handler), None)
             if handler.charge(amount, manager=self._manager, reservation_id=rid).warning:
                 self._warning = handler.snapshot()
 

@@ -234,25 +234,23 @@ class RayBudgetClient:
         self._agent = agent
         self._manager = manager
         self._local = local  # in-process handlers on the agent's own manager, if any
-        self._scopes: list[Any] = []
+        # Each scope's actor beside its reservations of this cycle, one list per scope: a scope is added
+        # or removed on the control group's thread while a settle on the run's loop awaits its scopes in
+        # turn, so each settle walks a copy of the list and keeps each scope with its own reservations.
+        self._scopes: list[tuple[Any, list[str]]] = []
         self._charges: list[float] = []
-        self._reservations: list[list[str]] = []  # per scope, this cycle's
         self._last: dict[str, Any] | None = None
         self._warning: dict[str, Any] | None = None
         # With a scope, every cycle settles: that is how an agent learns its siblings spent the budget.
         self.settles_every_cycle = False
 
     def add_scope(self, actor: Any) -> None:
-        self._scopes.append(actor)
-        self._reservations.append([])
+        self._scopes = [*self._scopes, (actor, [])]
         self.settles_every_cycle = True
 
     def remove_scope(self, actor: Any) -> None:
-        for i, scope in enumerate(self._scopes):
-            if scope == actor:
-                del self._scopes[i], self._reservations[i]
-                self.settles_every_cycle = bool(self._scopes)
-                return
+        self._scopes = [entry for entry in self._scopes if entry[0] != actor]
+        self.settles_every_cycle = bool(self._scopes)
 
     def charge(self, amount: float) -> None:
         self._charges.append(amount)
@@ -262,18 +260,18 @@ class RayBudgetClient:
     async def reserve(self, amount: float) -> bool:
         if self._local is not None and not await self._local.reserve(amount):
             return False
-        granted: list[tuple[int, str]] = []
-        for i, scope in enumerate(self._scopes):
+        granted: list[tuple[Any, list[str], str]] = []
+        for scope, rids in self._scopes:
             reservation_id, answer = await scope.reserve.remote(self._agent, amount, _call_id())
             self._last = answer
             if reservation_id is None:
-                for j, rid in granted:  # all scopes or none
-                    await self._scopes[j].settle.remote(self._agent, [], [rid], _call_id())
+                for other, _, rid in granted:  # all scopes or none
+                    await other.settle.remote(self._agent, [], [rid], _call_id())
                 self._stop_if_spent(answer)
                 return False
-            granted.append((i, reservation_id))
-        for i, rid in granted:
-            self._reservations[i].append(rid)
+            granted.append((scope, rids, reservation_id))
+        for _, rids, rid in granted:
+            rids.append(rid)
         return True
 
     async def settle(self) -> None:
@@ -281,8 +279,9 @@ class RayBudgetClient:
             await self._local.settle()
             self._warning = self._warning or self._local.take_warning()
         charges, self._charges = self._charges, []
-        for i, scope in enumerate(self._scopes):
-            rids, self._reservations[i] = self._reservations[i], []
+        for scope, held in self._scopes:
+            rids = list(held)
+            held.clear()
             # Charges consume this cycle's newest reservation first (the ledger
             # counts whatever it does not cover as fresh spend).
             consuming = rids[-1] if rids else None

@@ -188,24 +188,34 @@ class TimerLogic:
         if self._store is None:
             return 0
         records = self._store.load()
+        restored = 0
         for key, record in records.items():
-            due, _ = self._due(record["started_at"], record["timeout_s"])
-            self._queue.schedule(key, due, record["payload"])
-        self.restored += len(records)
-        if records:
-            logger.info("timer: reloaded %d pending deadline(s)", len(records))
+            try:
+                due, _ = self._due(record["started_at"], record["timeout_s"])
+                self._queue.schedule(key, due, record["payload"])
+            except (KeyError, TypeError, ValueError) as exc:
+                # One bad record (written by hand, or by an older timer) must not cost every other deadline.
+                logger.error("timer: dropping saved deadline %r, which cannot be read back: %r", key, exc)
+                self._forget(key)
+                continue
+            restored += 1
+        self.restored += restored
+        if restored:
+            logger.info("timer: reloaded %d pending deadline(s)", restored)
         self._wake()
-        return len(records)
+        return restored
 
     def schedule(self, key: Hashable, *, started_at: float, timeout_s: float, payload: Any) -> float:
         """Fire ``key`` at wall time ``started_at + timeout_s``; returns the seconds left (may be < 0)."""
         due, left = self._due(started_at, timeout_s)
+        # Queued first: the queue refuses a due that is not a finite number, and only a deadline
+        # it took is saved (a saved bad one would fail every restart's restore).
+        self._queue.schedule(key, due, payload)
         if self._store is not None:
             try:
                 self._store.save(key, {"started_at": started_at, "timeout_s": timeout_s, "payload": payload})  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001 - the deadline still fires unless this process dies
                 logger.exception("timer: deadline %r is pending but not saved; a restart would lose it", key)
-        self._queue.schedule(key, due, payload)
         self._wake()
         return left
 

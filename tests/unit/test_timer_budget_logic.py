@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from kaizen_ray.core._local_budget import LocalBudgetClient
 from kaizen_ray.core.handlers import BudgetInterruptHandler
 from kaizen_ray.core.interrupts import InterruptManager
 from kaizen_ray.runtime.budget import BudgetActor, BudgetScope, RayBudgetClient
@@ -251,3 +252,73 @@ def test_a_retried_settle_or_reserve_is_answered_again_not_applied_twice(tmp_pat
     assert again.snapshot()["spent"] == pytest.approx(0.3) and again.snapshot()["reserved"] == pytest.approx(0.2)
     again.settle("a1", [(0.3, None)], [], call_id="call-3")  # a new call is applied
     assert again.snapshot()["spent"] == pytest.approx(0.6)
+
+
+class HeldSettles(InProcessActor):
+    """A scope whose settle is applied at once but answered only when the test says (``answer``)."""
+
+    def __init__(self, actor_class, *args) -> None:
+        super().__init__(actor_class, *args)
+        self.arrived = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    def __getattr__(self, name: str):
+        if name != "settle":
+            return super().__getattr__(name)
+        method, held = self._instance.settle, self
+
+        class _Remote:
+            @staticmethod
+            def remote(*args):
+                result = method(*args)
+                held.arrived.set()
+
+                async def later():
+                    await held.answer.wait()
+                    return result
+
+                return asyncio.ensure_future(later())
+
+        return _Remote()
+
+
+def test_a_scope_removed_while_a_settle_awaits_it_costs_the_other_scope_nothing(tmp_path):
+    """remove_handler runs on the control group's thread, a settle on the run's loop: B still gets its charges."""
+    a = HeldSettles(BudgetActor, "a", BudgetInterruptHandler(10.0), str(tmp_path / "a.json"))
+    b = InProcessActor(BudgetActor, "b", BudgetInterruptHandler(10.0), str(tmp_path / "b.json"))
+    client = RayBudgetClient("a1", InterruptManager(name="a1"))
+    client.add_scope(a)
+    client.add_scope(b)
+
+    async def main():
+        assert await client.reserve(1.0)
+        client.charge(1.0)
+        settle = asyncio.ensure_future(client.settle())
+        await asyncio.wait_for(a.arrived.wait(), WAIT_S)  # the settle now awaits scope a's answer
+        client.remove_scope(a)
+        a.answer.set()
+        await asyncio.wait_for(settle, WAIT_S)
+        return a.snapshot.remote().result(), b.snapshot.remote().result()
+
+    in_a, in_b = asyncio.run(main())
+    assert (in_a["spent"], in_a["reserved"]) == (pytest.approx(1.0), 0.0)
+    assert (in_b["spent"], in_b["reserved"]) == (pytest.approx(1.0), 0.0)
+
+
+def test_in_process_a_charge_consumes_the_reservation_made_just_before_it():
+    """reserve, charge, reserve, charge: each charge uses its own reservation, so nothing is held twice."""
+    manager = InterruptManager(name="a1")
+    handler = BudgetInterruptHandler(2.0)
+    manager.add_handler(handler)
+    client = LocalBudgetClient(manager)
+
+    async def main():
+        for _ in range(2):
+            assert await client.reserve(0.5)
+            client.charge(0.5)
+        held = (handler.snapshot()["spent"], handler.snapshot()["reserved"])
+        return held, await client.reserve(0.6)  # 1.0 really left
+
+    (spent, reserved), third = asyncio.run(main())
+    assert (spent, reserved) == (pytest.approx(1.0), pytest.approx(0.0))
+    assert third is True and not manager.is_interrupted()

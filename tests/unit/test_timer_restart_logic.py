@@ -45,6 +45,23 @@ def test_a_restarted_timer_reloads_its_pending_deadlines_and_fires_them_on_the_w
     assert store.load() == {}  # a fired deadline is no longer saved
 
 
+
+def test_a_refused_deadline_is_never_saved_and_a_bad_saved_one_costs_a_restart_no_other_deadline(caplog):
+    clocks, store, fired = FakeClocks(), MemoryDeadlineStore(), []
+    first = new_timer(clocks, store, origin=50.0, fired=fired)
+    with pytest.raises(ValueError, match="due"):
+        first.schedule("bad/run", started_at=clocks.wall, timeout_s=float("nan"), payload=None)
+    assert store.load() == {}  # refused before it was saved
+    first.schedule("a1/run", started_at=clocks.wall, timeout_s=10.0, payload={"name": "a1"})
+    store.save("odd/run", {"started_at": clocks.wall, "timeout_s": "ten", "payload": None})  # as an older timer might
+
+    second = new_timer(clocks, store, origin=7.0, fired=fired)
+    assert second.restore() == 1 and len(second) == 1
+    assert "odd/run" in caplog.text and set(store.load()) == {"a1/run"}  # named, and dropped for good
+    clocks.advance(10.0)
+    second.fire_due()
+    assert [key for key, _, _ in fired] == ["a1/run"]
+
 def test_a_deadline_that_fell_due_while_the_timer_was_down_fires_at_the_first_pass_after_the_restart():
     clocks, store, fired = FakeClocks(), MemoryDeadlineStore(), []
     new_timer(clocks, store, origin=0.0, fired=fired).schedule("a1/run", started_at=clocks.wall, timeout_s=2.0, payload=None)
