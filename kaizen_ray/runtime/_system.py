@@ -44,6 +44,9 @@ class SystemHandlers:
         self.scopes: dict[str, Any] = {}
         # handler key -> (timer key, ref of the timer's answer to its schedule call) of the current run
         self._scheduled: dict[str, tuple[str, Any]] = {}
+        # The timer keys of the current run's deadlines, replaced whole when it ends: read on the control
+        # group's thread (see is_current_deadline), where one membership test is atomic.
+        self._current: set[str] = set()
         self._run_started: float | None = None
         self._timer: Any = None
         self._cancels: set[asyncio.Task[Any]] = set()  # cancels waiting for their schedule's answer
@@ -96,6 +99,7 @@ class SystemHandlers:
             timer_key, self._me(), self.owner, self._run_started, handler.timeout_seconds, handler.mode.value
         )
         self._scheduled[key] = (timer_key, answer)
+        self._current.add(timer_key)
         answer.future().add_done_callback(self._log_refused(handler))
 
     async def _cancel_once_scheduled(self, timer_key: str, answer: Any) -> Any:
@@ -137,11 +141,25 @@ class SystemHandlers:
     async def run_ended(self) -> None:
         """Cancel the run's deadlines, each once the timer has it (in the background: a dead timer must not hold the run)."""
         self._run_started = None
+        self._current = set()
         scheduled, self._scheduled = self._scheduled, {}
         for timer_key, answer in scheduled.values():
             cancel = asyncio.get_running_loop().create_task(self._cancel_once_scheduled(timer_key, answer))
             self._cancels.add(cancel)  # a task nobody holds may be collected before it runs
             cancel.add_done_callback(self._cancels.discard)
+
+    def is_current_deadline(self, timer_key: Any) -> bool:
+        """Whether ``timer_key`` is a deadline of the run going now.
+
+        The timer may fire a deadline after its run ended: its schedule came
+        in late (the timer was starting) and was already past due, or it fell
+        due as the run ended, before the cancel came. Interrupts are
+        level-triggered, so accepting it would stop this agent's next run.
+
+        >>> system.is_current_deadline(metadata["deadline"])  # in request_interrupt  # doctest: +SKIP
+        False
+        """
+        return timer_key in self._current
 
     async def budget_snapshot(self) -> dict[str, Any] | None:
         """The first scope's ledger (spent, remaining, ...), or None without a budget."""

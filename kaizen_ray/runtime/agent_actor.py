@@ -165,6 +165,14 @@ class AgentRuntime:
         return self.agent.status()
 
 
+def _from_a_stale_deadline(metadata: dict[str, Any] | None, system: SystemHandlers) -> bool:
+    """A timeout straight from the timer actor (not forwarded by a parent) for a deadline of no run going now."""
+    if not isinstance(metadata, dict) or metadata.get("handler") != "timeout" or metadata.get("forwarded_by"):
+        return False
+    deadline = metadata.get("deadline")
+    return deadline is not None and not system.is_current_deadline(deadline)
+
+
 def _resolve(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], value: Any) -> None:
     def settle() -> None:
         if not fut.done():
@@ -192,6 +200,9 @@ class ControlMethods(RunControl):
 
     @ray.method(concurrency_group="control")
     async def request_interrupt(self, source: str, mode: str, reason: str, metadata: dict[str, Any] | None) -> bool:
+        if _from_a_stale_deadline(metadata, self._system):
+            logger.info("%s: deadline %s fired after its run ended: not an interrupt of this one", self._name, metadata["deadline"])  # type: ignore[index]
+            return False
         return self._manager().request_interrupt(source, mode, reason, metadata)
 
     @ray.method(concurrency_group="control")

@@ -18,9 +18,17 @@ import ray
 
 import kaizen_ray as kr
 from kaizen_ray.runtime._namespaces import system_namespace
-from kaizen_ray.runtime.timer import TIMER_NAME, GcsDeadlineStore, TimerActor, get_or_create_timer
+from kaizen_ray.runtime.timer import TIMER_NAME, GcsDeadlineStore, TimerActor, _interrupt_target, get_or_create_timer
 
-from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, SlowToStart, counting, deadlines_of
+from tests._support.ray_agents import (
+    AwaitsForever,
+    BlocksForever,
+    Counter,
+    SlowToStart,
+    WaitsForRelease,
+    counting,
+    deadlines_of,
+)
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
@@ -190,6 +198,44 @@ def test_the_deadline_is_cancelled_when_the_run_ends(ray_cluster, storage, clean
     # The cancel goes in the background, once the schedule was answered: it lands shortly after the run returned.
     wait_until(lambda: deadlines() == [], "the deadline to be cancelled")
 
+
+
+class _Sent:
+    """What the timer's firing sends its target, kept (a stand-in with the handle's ``.remote`` shape)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.request_interrupt = self
+
+    def remote(self, *args: Any) -> None:
+        self.calls.append(args)
+
+
+def test_a_deadline_that_fires_after_its_run_ended_does_not_stop_the_next_run(ray_cluster, storage, tmp_path, cleanup):
+    """Late (its schedule came after a slow timer start, already due) or just at the run's end: not this run's."""
+    handle = WaitsForRelease.spawn(config=config(storage), name="late-deadline")
+    cleanup(handle)
+    handle.add_handler(kr.TimeoutInterruptHandler(timeout_seconds=600.0))
+    task = {"marker": str(tmp_path / "in-step"), "release": str(tmp_path / "release"), "once": True}
+    ref = handle.start(task)
+    [key] = wait_until(lambda: list(deadlines_of(ray_cluster, handle.name)), "the run's deadline to reach the timer")
+    (tmp_path / "release").touch()
+    first = ray.get(ref, timeout=WAIT_S)
+    assert first["status"] == "completed" and first["interrupt_reason"] is None  # nothing standing: a stop would take
+
+    # Exactly what the timer sends when that deadline fires (its own code builds it), now the run is over.
+    sent = _Sent()
+    _interrupt_target(key, {"target": sent, "name": handle.name, "started_at": time.time() - 600.0,
+                            "timeout_s": 600.0, "mode": "graceful"}, 0.0)
+    [(source, mode, message, metadata)] = sent.calls
+    assert metadata["deadline"] == key
+    assert ray.get(handle._actor.request_interrupt.remote(source, mode, message, metadata), timeout=WAIT_S) is False
+
+    second = handle.run(task)
+    assert second["status"] == "completed" and second["interrupt_reason"] is None and second["cycles"] == 1
+    # Forwarded by a parent, the same timeout is the parent's to judge: it is taken.
+    forwarded = {**metadata, "forwarded_by": ["swarm"]}
+    assert ray.get(handle._actor.request_interrupt.remote(source, mode, message, forwarded), timeout=WAIT_S) is True
 
 def test_a_timer_actor_that_cannot_start_holds_up_no_run(ray_cluster, storage, cleanup):
     # The namespace's timer actor exists but can never be placed (it asks for CPUs no node has), as
