@@ -63,6 +63,7 @@ class RunCycles:
     _in_step: bool
     _call: DaemonCall | None
     _taken_over: TakenOver | None
+    _fatal: KeyboardInterrupt | SystemExit | None
 
     if TYPE_CHECKING:  # the run's (and RunCheckpoints'); declared here only for the type checker
 
@@ -179,6 +180,16 @@ class RunCycles:
         except Exception as exc:  # noqa: BLE001 - reported in the result with its type and chain
             logger.error("run of %s failed at cycle %d: %r", self.name, self.cycle + 1, exc, exc_info=exc)
             return RunStatus.FAILED, state, output, done, exc
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Left to reach Task.__step, it would abort the event loop with this run half done: handlers
+            # armed, no checkpoint, the agent "running" for good. Stopped here as an IMMEDIATE stop is
+            # (the last committed state checkpointed), and raised again by execute() once all is undone.
+            self._fatal = exc
+            if self._taken_over is None and self.cycle_in_flight is not None:  # else settled by the takeover
+                await self._account_failed(ctx)
+            logger.warning("run of %s stopped at cycle %d by %r", self.name, self.cycle + 1, exc)
+            status = RunStatus.INTERRUPTED if mgr.is_interrupted() else RunStatus.FAILED
+            return status, state, output, done, None if status is RunStatus.INTERRUPTED else exc
         return status, state, output, done, error
 
     async def _sync_call(self, state: Any, ctx: StepContext) -> Any:

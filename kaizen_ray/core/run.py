@@ -158,6 +158,9 @@ class AgentRun(RunCycles, RunCheckpoints):
         self._in_step = False  # the cycles' task is suspended inside a step: only then may IMMEDIATE cancel it
         self._call: DaemonCall | None = None  # a sync step's thread, while it runs
         self._taken_over: TakenOver | None = None
+        # A KeyboardInterrupt or SystemExit out of the cycles (a third Ctrl+C while a step held the main
+        # thread, a sys.exit() in a step): the run stops, checkpoints and cleans up, then raises it again.
+        self._fatal: KeyboardInterrupt | SystemExit | None = None
         self._ctx = StepContext(agent_name=agent.name, cycle=0, manager=agent.interrupt_manager, budget=budget)
         self._escalation_key = ("escalation", id(self))
         self._sync_step = not inspect.iscoroutinefunction(agent.step)
@@ -247,12 +250,12 @@ class AgentRun(RunCycles, RunCheckpoints):
         loop = self._loop = asyncio.get_running_loop()
         clear_if_handled(mgr, self.previous_handled_generation)
         self._move(AgentPhase.RUNNING)
-        if cfg.enable_interrupts:
-            mgr.add_listener(self._on_interrupt)
-            mgr.arm_handlers()  # a timeout counts from here, the start of this run
-            if mgr.is_interrupted():  # level-triggered: an earlier request stops this run too
-                self._on_interrupt(mgr.reason, mgr.mode)
         try:
+            if cfg.enable_interrupts:
+                mgr.add_listener(self._on_interrupt)
+                mgr.arm_handlers()  # a timeout counts from here, the start of this run (all armed, or none)
+                if mgr.is_interrupted():  # level-triggered: an earlier request stops this run too
+                    self._on_interrupt(mgr.reason, mgr.mode)
             state, output, done = await self._initial(task, resume_from)
         except BaseException:
             # Nothing ran, so there is nothing to checkpoint: undo the start and say why.
@@ -331,6 +334,8 @@ class AgentRun(RunCycles, RunCheckpoints):
             logger.info("%s", end_line(self.name, status, self.cycle, reason, mode, checkpoint_id, error))
         if cancelled is not None:
             raise cancelled
+        if self._fatal is not None:
+            raise self._fatal  # checkpointed and undone as any stop; then out, as it was on its way
         result = run_result(
             self.name, status, state=state, output=output, cycles=self.cycle, cost=self.cost,
             checkpoint_id=checkpoint_id, interrupt_reason=reason,

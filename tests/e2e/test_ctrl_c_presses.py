@@ -131,6 +131,47 @@ TWO_RUNS = textwrap.dedent(
 )
 
 
+STEP_HOLDS_THE_MAIN_THREAD = textwrap.dedent(
+    """
+    import asyncio, signal, sys, time
+
+    import kaizen_ray as kr
+
+    def out(line):
+        sys.stdout.write(line + "\\n")
+        sys.stdout.flush()
+
+    hold = [True]
+
+    class Holds(kr.BaseAutonomousAgent):
+        def initial_state(self, task):
+            return {"n": 0}
+
+        async def step(self, state, ctx):
+            if ctx.cycle == 3 and hold[0]:
+                out("IN_STEP")
+                while True:  # the main thread never goes back to the loop: no cancellation can land
+                    time.sleep(0.01)
+            return kr.StepResult({"n": state["n"] + 1}, done=ctx.cycle >= 4)
+
+    agent = Holds(config=kr.AutonomousConfig(storage_path=sys.argv[1]), name="holds")
+    agent.interrupt_manager.add_handler(kr.SignalInterruptHandler())
+    agent.interrupt_manager.add_listener(lambda r, mode: out(f"STATE mode={mode.value} count={r.metadata['count']}"))
+    try:
+        asyncio.run(agent.run_autonomous(None))
+        out("NO_KEYBOARDINTERRUPT")
+    except KeyboardInterrupt:
+        last = kr.list_checkpoints(sys.argv[1], agent="holds")[-1]
+        out(f"KEYBOARDINTERRUPT phase={agent.phase.value} armed={agent.interrupt_manager.running} "
+            f"int_is_default={signal.getsignal(signal.SIGINT) is signal.default_int_handler} "
+            f"checkpoint={last.status.value},{last.cycle},{kr.load_checkpoint(last.id, storage_path=sys.argv[1]).state['n']}")
+    hold[0] = False
+    result = asyncio.run(agent.run_autonomous(None, resume_from_checkpoint="latest"))
+    out(f"RESUMED status={result['status']} cycles={result['cycles']} n={result['state']['n']}")
+    """
+)
+
+
 @pytest.fixture
 def start_child(spawn, tmp_path: Path) -> Callable[..., Process]:
     """Start a Python child from source, with a stdin for commands; ended by process group after the test."""
@@ -267,3 +308,19 @@ def test_a_press_inside_signals_to_before_any_wait_interrupts_the_target_and_the
     assert fell_through == []
     assert (target.reason.source.value, target.mode.value) == ("user", "graceful")
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_third_press_while_a_step_holds_the_main_thread_checkpoints_cleans_up_and_raises(start_child, tmp_path: Path) -> None:
+    """The KeyboardInterrupt lands inside the step: the run still ends as a stop does, and the agent runs again."""
+    child = start_child(STEP_HOLDS_THE_MAIN_THREAD, str(tmp_path / "ckpts"))
+    expect(child, "IN_STEP")
+    child.send_signal(signal.SIGINT)
+    expect(child, "STATE mode=graceful count=1")
+    child.send_signal(signal.SIGINT)
+    expect(child, "STATE mode=immediate count=2")
+    child.send_signal(signal.SIGINT)
+    assert expect(child, "KEYBOARDINTERRUPT") == (
+        "KEYBOARDINTERRUPT phase=finished armed=False int_is_default=True checkpoint=interrupted,2,2"
+    )
+    assert expect(child, "RESUMED") == "RESUMED status=completed cycles=4 n=4"
+    assert child.finish(WAIT) == 0

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import kaizen_ray as kr
+from kaizen_ray.core._handler_base import InterruptHandler
 from tests._support.agents import WAIT_S
 
 
@@ -207,3 +208,53 @@ def test_the_cycle_an_immediate_stop_cut_short_is_counted_once_however_its_step_
     result = asyncio.run(main())
     assert (result["status"], result["cost"]) == ("interrupted", 1.0)
     assert (agent.cost, budget.spent) == (1.0, 1.0)
+
+
+class ExitsAtCycle3(kr.BaseAutonomousAgent):
+    """Counts; at cycle 3 the step raises what ``task`` names (SystemExit, KeyboardInterrupt), once per agent."""
+
+    def initial_state(self, task):
+        return {"n": 0, "raise": task}
+
+    async def step(self, state, ctx):
+        if ctx.cycle == 3 and state["raise"] is not None:
+            raise {"exit": SystemExit(3), "keyboard": KeyboardInterrupt()}[state["raise"]]
+        return kr.StepResult({**state, "n": state["n"] + 1}, done=ctx.cycle >= 4)
+
+
+@pytest.mark.parametrize("what", ["exit", "keyboard"])
+def test_a_system_exit_or_keyboard_interrupt_from_a_step_ends_the_run_as_a_stop_then_goes_on(tmp_path, what):
+    """Checkpointed (the last committed state, as the run failed), everything undone, then raised: the agent runs again."""
+    agent = ExitsAtCycle3(config=kr.AutonomousConfig(storage_path=tmp_path), name="exits")
+    timeout = kr.TimeoutInterruptHandler(600.0)
+    agent.interrupt_manager.add_handler(timeout)
+    with pytest.raises((SystemExit, KeyboardInterrupt)) as raised:
+        asyncio.run(agent.run_autonomous(what))
+    assert type(raised.value) is {"exit": SystemExit, "keyboard": KeyboardInterrupt}[what]
+    assert agent.phase is kr.AgentPhase.FINISHED and not agent.interrupt_manager.running
+    assert timeout.due_at(agent.interrupt_manager) is None  # disarmed with the run
+    [last] = [c for c in kr.list_checkpoints(tmp_path, agent="exits") if c.status == "failed"]
+    assert last.cycle == 2 and kr.load_checkpoint(last.id, storage_path=tmp_path).state["n"] == 2
+    again = asyncio.run(agent.run_autonomous(None))
+    assert again["status"] == "completed" and again["cycles"] == 4
+
+
+class _ArmsOnceBadly(InterruptHandler):
+    """A handler whose first arming fails (a signal handler armed off the main thread under ``-W error``, say)."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "tries", [])
+
+    def arm(self, manager):
+        self.tries.append(1)
+        if len(self.tries) == 1:
+            raise RuntimeError("cannot arm here")
+
+
+def test_a_handler_that_cannot_be_armed_fails_the_run_start_and_leaves_the_agent_ready_for_the_next(tmp_path):
+    agent = ExitsAtCycle3(config=kr.AutonomousConfig(storage_path=tmp_path), name="arms")
+    agent.interrupt_manager.add_handler(_ArmsOnceBadly())
+    with pytest.raises(RuntimeError, match="cannot arm here"):
+        asyncio.run(agent.run_autonomous(None))
+    assert agent.phase is kr.AgentPhase.FINISHED and not agent.interrupt_manager.running
+    assert asyncio.run(agent.run_autonomous(None))["status"] == "completed"
