@@ -29,12 +29,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
 from kaizen_ray.core._arming import HandlerArming
+from kaizen_ray.core._validate import finite_non_negative
+from kaizen_ray.core.errors import ConfigError
 from kaizen_ray.core._reasons import (
     InterruptedError,
     InterruptMode,
@@ -203,7 +205,7 @@ class InterruptManager(HandlerArming):
                 source, mode = _SOURCES[source], _MODES[mode]
             except (KeyError, TypeError):
                 source, mode = coerce_source_mode(source, mode)  # raises the clear error
-        model = InterruptReason(source=source, mode=mode, message=reason, metadata=dict(metadata)) if metadata else None
+        model = InterruptReason(source=source, mode=mode, message=reason, metadata=_metadata(metadata)) if metadata else None
         new = _Accepted((source, mode, reason, time.time(), [model]))
         # One frame from here to the return, no property or helper calls: the whole
         # request holds the GIL, so its length is how late another thread sees
@@ -279,6 +281,8 @@ class InterruptManager(HandlerArming):
         Returns True at once if already interrupted; True if a request is
         accepted while waiting (even if a reset() followed it); False on timeout.
         """
+        if timeout is not None:
+            timeout = finite_non_negative("timeout", timeout, unit="seconds")
         with self._cond:
             if self._reason is not None:
                 return True
@@ -400,3 +404,10 @@ def _resolve_threadsafe(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Non
         loop.call_soon_threadsafe(resolve)
     except RuntimeError:  # the waiter's loop is closed: nobody is left to wake
         pass
+
+
+def _metadata(metadata: Any) -> dict[str, Any]:
+    """A request's ``metadata`` as the dict it keeps, or ConfigError naming it (never "dictionary update sequence")."""
+    if not isinstance(metadata, Mapping):
+        raise ConfigError("metadata", metadata, "a dict (str keys, JSON-like values) or None")
+    return dict(metadata)

@@ -178,6 +178,8 @@ class SignalInterruptHandler(InterruptHandler):
             raise TypeError(f"signals must be an iterable of signal numbers, got {signals!r}")
         for sig in signals:
             try:
+                if isinstance(sig, bool) or not isinstance(sig, int):  # True would be SIGHUP, 2.0 SIGINT
+                    raise TypeError
                 sig = signal.Signals(sig)
             except (ValueError, TypeError):
                 raise ValueError(f"signals: {sig!r} is not a signal number of this platform") from None

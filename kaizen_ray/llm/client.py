@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +108,8 @@ class LLMClient:
         self.provider = config.llm_provider or "ollama"
         self.base_url = resolve_endpoint(config)
         self._client: Any = None
-        self._client_key: str | None = None
+        # What the client was made for: its key, and the event loop its connection pool belongs to.
+        self._client_key: tuple[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -139,11 +141,15 @@ class LLMClient:
         except ImportError as exc:  # the extra is not installed
             raise LLMError("LLM agents need the openai package: pip install 'kaizen_ray[llm]'") from exc
         key = self._api_key()
-        if self._client is None or key != self._client_key:
+        loop = asyncio.get_running_loop()
+        made_for = self._client_key
+        # A new loop (each asyncio.run: a run, then its resume) needs a new client: the old one's
+        # connections belong to a loop that is closed, and every call on them fails.
+        if self._client is None or made_for is None or made_for[0] != key or made_for[1]() is not loop:
             self._client = AsyncOpenAI(
                 api_key=key, base_url=self.base_url, max_retries=0, timeout=self.config.llm_timeout_s
             )
-            self._client_key = key
+            self._client_key = (key, weakref.ref(loop))
         return self._client
 
     async def complete(

@@ -9,7 +9,8 @@ bad arguments becomes an error message to the model, never a crashed run.
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
+import functools
 import inspect
 import json
 import re
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from kaizen_ray.core._threads import DaemonCall
 
 __all__ = ["Tool", "ToolCallError", "as_tool"]
 
@@ -61,7 +64,7 @@ class Tool:
     >>> tool = as_tool(add)
     >>> tool.schema()["function"]["parameters"]["properties"]["a"]
     {'description': 'the first', 'type': 'integer'}
-    >>> asyncio.run(tool.call('{"a": 2}'))
+    >>> import asyncio; asyncio.run(tool.call('{"a": 2}'))
     3
     """
 
@@ -99,11 +102,17 @@ class Tool:
         return {name: getattr(model, name) for name in type(model).model_fields}
 
     async def call(self, arguments: str | dict[str, Any] | None) -> Any:
-        """Validate ``arguments`` and run the tool (a sync one in a thread); its return value."""
+        """Validate ``arguments`` and run the tool (a sync one in a daemon thread of its own); its return value.
+
+        Not the loop's default executor: after an IMMEDIATE stop the run
+        returns without waiting for a sync tool, and ``asyncio.run`` would
+        then wait for that executor's thread, however long the tool hangs.
+        """
         kwargs = self.parse(arguments)
         if inspect.iscoroutinefunction(self.fn):
             return await self.fn(**kwargs)
-        return await asyncio.to_thread(self.fn, **kwargs)
+        call = functools.partial(contextvars.copy_context().run, functools.partial(self.fn, **kwargs))
+        return await DaemonCall(call, name=f"kaizen-tool-{self.name}").result()
 
 
 def as_tool(fn: Callable[..., Any] | Tool) -> Tool:

@@ -63,7 +63,7 @@ def test_mode_is_validated() -> None:
         BudgetInterruptHandler(1.0, mode="gentle")
 
 
-@pytest.mark.parametrize("bad", [[], [signal.SIGKILL], [9999], ["SIGINT"]])
+@pytest.mark.parametrize("bad", [[], [signal.SIGKILL], [9999], ["SIGINT"], [True], [2.0]], ids=repr)
 def test_signals_are_validated(bad: list) -> None:
     with pytest.raises(ValueError, match="signal"):
         SignalInterruptHandler(bad)

@@ -219,7 +219,12 @@ def test_string_values_accepted_and_bad_values_named() -> None:
         m.request_interrupt("user", "hard")
     with pytest.raises(TypeError, match="42"):
         m.request_interrupt("user", "graceful", 42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"metadata must be a dict.*got 'abc'"):
+        m.request_interrupt("user", "graceful", "x", metadata="abc")  # type: ignore[arg-type]
     assert len(m.history) == 1  # rejected calls changed nothing
+    for bad in ("1", -1, float("nan"), True):
+        with pytest.raises(ValueError, match=rf"timeout must be a finite number of seconds >= 0, got {bad!r}"):
+            InterruptManager().wait(bad)  # type: ignore[arg-type]
 
 
 class InterruptMachine(RuleBasedStateMachine):

@@ -14,6 +14,7 @@ import pytest
 
 import kaizen_ray as kr
 from kaizen_ray.llm.tools import as_tool
+from tests._support.agents import WAIT_S
 from tests._support.openai_server import OpenAIServer, Reply
 
 
@@ -164,6 +165,44 @@ def test_graceful_during_a_slow_call_commits_it_and_a_fresh_agent_continues_the_
     assert [m["role"] for m in resumed_messages] == ["system", "user", "assistant", "tool"]
     assert resumed_messages[-1]["content"] == "2"
 
+
+
+def test_the_same_agent_runs_again_in_a_new_event_loop(server, tmp_path):
+    """Interrupt, then resume on the same object: each asyncio.run has its own loop, and the client follows it."""
+    server.replies([Reply(content="one"), Reply(content="two")])  # one output field: the plain text is the answer
+    agent = kr.BaseAutonomousAgent(config=config(server, tmp_path), signature=Answer())
+    first = run(agent.run_autonomous("q1"))
+    second = run(agent.run_autonomous("q2"))
+    assert (first["status"], first["output"]) == ("completed", {"answer": "one"})
+    assert (second["status"], second["output"], second["error"]) == ("completed", {"answer": "two"}, None)
+    assert [r.outcome for r in server.requests] == ["answered", "answered"]
+
+
+def test_an_immediate_stop_during_a_hung_sync_tool_returns_and_asyncio_run_does_not_wait_for_it(server, tmp_path):
+    """The tool's thread is its own daemon thread, not the loop's executor, which asyncio.run would join."""
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def hangs() -> str:
+        """Hangs until the test lets it go."""
+        entered.set()
+        release.wait(WAIT_S)
+        finished.set()
+        return "late"
+
+    server.replies([Reply(tool_calls=[("hangs", {})])])
+    agent = kr.BaseAutonomousAgent(config=config(server, tmp_path), signature=Answer(), tools=[hangs])
+
+    async def main():
+        task = asyncio.ensure_future(agent.run_autonomous("go"))
+        await asyncio.to_thread(entered.wait, WAIT_S)
+        agent.interrupt_manager.request_interrupt("user", "immediate", "stop now")
+        return await task
+
+    try:
+        result = run(main())  # returns with the tool still hanging
+        assert result["status"] == "interrupted" and not finished.is_set()
+    finally:
+        release.set()
 
 def test_a_budget_from_token_prices_is_never_overshot(server, tmp_path):
     # $1 per million tokens both ways: a call's worst case is (prompt bytes + 100) µ$.
