@@ -326,6 +326,8 @@ class AgentActor(ControlMethods):
         await self._use_scope(scope)
 
     async def _use_scope(self, scope: Any) -> None:
+        # A restarted child has its predecessor's name: what that one died holding is released first.
+        await scope.release_held.remote(self._name)
         self._budget.add_scope(scope)
 
     async def _drop_scope(self, scope: Any) -> None:

@@ -23,10 +23,12 @@ every charge is covered by a reservation.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections import OrderedDict
 import logging
 import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +88,15 @@ class BudgetScope:
         # the answer is kept with the ledger, in the same atomic write, so a
         # call that was applied is answered again, never applied twice.
         self._applied: OrderedDict[str, Any] = OrderedDict()
+        # reservation id -> the agent holding it: what an agent that died holding one left behind
+        # is released when it comes back (release_held), or when its supervisor sees it gone.
+        self._holders: dict[str, str] = {}
         data = read_blob(path)  # through the storage seam: a local file or an object at a URI
         if data is not None:
             saved = json.loads(data)
             handler.ledger.restore(saved["ledger"])
             self._applied.update((call_id, answer) for call_id, answer in saved["applied"])
+            self._holders.update(saved.get("holders", {}))  # absent from a ledger an older version wrote
             logger.info("budget %s reloaded: spent %g of %g", scope, handler.spent, handler.max_cost)
         else:
             self._persist()
@@ -100,7 +106,7 @@ class BudgetScope:
             self._applied[call_id] = answer
             while len(self._applied) > _APPLIED_KEPT:
                 self._applied.popitem(last=False)
-        saved = {"ledger": self.handler.snapshot(), "applied": list(self._applied.items())}
+        saved = {"ledger": self.handler.snapshot(), "applied": list(self._applied.items()), "holders": self._holders}
         write_blob(self.path, json.dumps(saved).encode())
 
     def subscribe(self, actor: Any, name: str) -> None:
@@ -116,27 +122,57 @@ class BudgetScope:
             return self._applied[call_id]
         reservation = self.handler.reserve(amount)
         rid = None if reservation is None else reservation.id
+        if rid is not None:
+            self._holders[rid] = agent
         self._persist(call_id, rid)
         return rid
 
     def settle(
-        self, agent: str, charges: list[tuple[float, str | None]], release: list[str], call_id: str | None = None
+        self,
+        agent: str,
+        charges: list[tuple[float, str | None]],
+        release: list[str],
+        call_id: str | None = None,
+        release_calls: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Record a cycle's charges, release its reservations; the ledger after, with ``stop`` info.
 
         ``warning`` is True in the one answer whose charges crossed the warning threshold.
         A ``call_id`` seen before gets its first answer again: nothing is charged twice.
+        ``release_calls``: ids of reserve calls whose answer never reached the agent (its step was
+        cancelled while it waited): what they granted is released too.
         """
         if call_id is not None and call_id in self._applied:
             return self._applied[call_id]
         warning = False
         for amount, reservation_id in charges:
             warning |= self.handler.charge(amount, reservation_id=reservation_id).warning
-        for reservation_id in release:
+        granted = [self._applied.get(c) for c in release_calls]
+        for reservation_id in [*release, *(rid for rid in granted if isinstance(rid, str))]:
             self.handler.release(reservation_id)
+            self._holders.pop(reservation_id, None)
         answer = {**self._answer(), "warning": warning}
         self._persist(call_id, answer)
         return answer
+
+    def release_held(self, agent: str) -> float:
+        """Release every reservation ``agent`` holds (it died holding them); the amount released.
+
+        >>> import tempfile
+        >>> scope = BudgetScope("s1", BudgetInterruptHandler(1.0), Path(tempfile.mkdtemp()) / "s1.json")
+        >>> _ = scope.reserve("sup/a1", 0.6); scope.release_held("sup/a1"), scope.snapshot()["reserved"]
+        (0.6, 0.0)
+        """
+        held = [rid for rid, holder in self._holders.items() if holder == agent]
+        if not held:
+            return 0.0
+        released = 0.0
+        for rid in held:
+            released += self.handler.release(rid)
+            del self._holders[rid]
+        self._persist()
+        logger.warning("budget %s: released %g reserved by %s, which is gone", self.scope, released, agent)
+        return released
 
     def _answer(self) -> dict[str, Any]:
         snap = self.snapshot()
@@ -187,11 +223,19 @@ class BudgetActor:
         return reservation_id, self._scope._answer()
 
     def settle(
-        self, agent: str, charges: list[tuple[float, str | None]], release: list[str], call_id: str | None = None
+        self,
+        agent: str,
+        charges: list[tuple[float, str | None]],
+        release: list[str],
+        call_id: str | None = None,
+        release_calls: Sequence[str] = (),
     ) -> dict[str, Any]:
-        answer = self._scope.settle(agent, charges, release, call_id)
+        answer = self._scope.settle(agent, charges, release, call_id, release_calls)
         self._delivered()
         return answer
+
+    def release_held(self, agent: str) -> float:
+        return self._scope.release_held(agent)
 
     def snapshot(self) -> dict[str, Any]:
         return self._scope.snapshot()
@@ -239,6 +283,9 @@ class RayBudgetClient:
         # turn, so each settle walks a copy of the list and keeps each scope with its own reservations.
         self._scopes: list[tuple[Any, list[str]]] = []
         self._charges: list[float] = []
+        # Reserve calls whose answer never came back (the step was cancelled while it waited), per scope:
+        # the actor applied them all the same, so the next settle releases what they granted.
+        self._unanswered: list[tuple[Any, str]] = []
         self._last: dict[str, Any] | None = None
         self._warning: dict[str, Any] | None = None
         # With a scope, every cycle settles: that is how an agent learns its siblings spent the budget.
@@ -262,7 +309,16 @@ class RayBudgetClient:
             return False
         granted: list[tuple[Any, list[str], str]] = []
         for scope, rids in self._scopes:
-            reservation_id, answer = await scope.reserve.remote(self._agent, amount, _call_id())
+            call_id = _call_id()
+            try:
+                reservation_id, answer = await scope.reserve.remote(self._agent, amount, call_id)
+            except asyncio.CancelledError:
+                # An IMMEDIATE stop cancelled the step here. The call goes on in the actor: what
+                # it grants, and what the scopes before it granted, the cycle's settle releases.
+                self._unanswered.append((scope, call_id))
+                for _, held, rid in granted:
+                    held.append(rid)
+                raise
             self._last = answer
             if reservation_id is None:
                 for other, _, rid in granted:  # all scopes or none
@@ -279,13 +335,15 @@ class RayBudgetClient:
             await self._local.settle()
             self._warning = self._warning or self._local.take_warning()
         charges, self._charges = self._charges, []
+        unanswered, self._unanswered = self._unanswered, []
         for scope, held in self._scopes:
             rids = list(held)
             held.clear()
             # Charges consume this cycle's newest reservation first (the ledger
             # counts whatever it does not cover as fresh spend).
             consuming = rids[-1] if rids else None
-            answer = await scope.settle.remote(self._agent, [(c, consuming) for c in charges], rids, _call_id())
+            calls = [call_id for other, call_id in unanswered if other == scope]
+            answer = await scope.settle.remote(self._agent, [(c, consuming) for c in charges], rids, _call_id(), calls)
             self._last = answer
             if answer["warning"]:
                 self._warning = answer

@@ -45,6 +45,7 @@ from kaizen_ray.core.interrupts import (
 )
 from kaizen_ray.core.results import RunStatus, end_line, run_result, supervisor_result
 from kaizen_ray.core.supervision import (
+    ChildExit,
     SupervisorPhase,
     add_restart,
     check_transition,
@@ -179,6 +180,14 @@ class SupervisorActor(ControlMethods):
     async def _drop_scope(self, scope: Any) -> None:
         logger.info("supervisor %s: budget scope removed; running children keep charging it until restarted", self._name)
 
+    async def _release_held(self, agent: str) -> None:
+        """Give back what ``agent`` reserved in this supervisor's scopes and died holding; logged, never raised."""
+        scopes = [*self._system.scopes.values(), *self._inherited_scopes]
+        answers = await asyncio.gather(*(_awaited(s.release_held.remote(agent)) for s in scopes), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                logger.error("supervisor %s: releasing what %s reserved failed: %r", self._name, agent, answer)
+
     async def _wait_kill_deadline(self) -> None:
         # A supervisor is never killed on a deadline: its children are, and it
         # reports them. None tells a watcher to wait for the run itself.
@@ -289,6 +298,8 @@ class SupervisorActor(ControlMethods):
                 result = finished.result()
                 exit_ = classify_exit(result)
                 child = self._children[name]
+                if exit_ in (ChildExit.KILLED, ChildExit.CRASHED):  # gone mid-cycle, maybe holding a reservation
+                    await self._release_held(child.full_name)
                 stopping = self._manager_.is_interrupted() or cause is not None
                 if not should_restart(child.spec.restart, exit_, stopping=stopping):
                     results[name] = result

@@ -23,6 +23,7 @@ import kaizen_ray as kr
 from kaizen_ray.core.budget import MONEY_TOLERANCE
 
 from tests._support.ray_agents import Spender
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -164,3 +165,32 @@ def test_a_supervisor_handle_refuses_what_is_not_a_handler(ray_cluster, storage,
     with pytest.raises(TypeError, match="Timeout- or BudgetInterruptHandler"):
         ray.get(sup.actor.add_handler.remote(object()), timeout=WAIT_S)
     assert sup.status()["budget"] is None  # nothing was registered
+
+
+def test_a_child_killed_holding_a_reservation_gives_it_back_and_its_restart_reserves_again(
+    ray_cluster, storage, tmp_path, cleanup
+):
+    """0.6 of 1.0 reserved, the child killed mid-call: its restart's 0.6 fits only if the dead one's was given back."""
+    task = {"cost": 0.6, "reserve": True, "delay": 600.0}  # reserves, then its "call" lasts for ever
+    spec = kr.ChildSpec(Spender, name="s0", config=kr.AutonomousConfig(storage_path=storage), task=task)
+    sup = kr.Supervisor.spawn("holds-res", children=[spec], config=kr.SupervisorConfig(storage_path=storage))
+    cleanup(sup)
+    sup.add_handler(kr.BudgetInterruptHandler(max_cost=1.0))
+    ref = sup.start()
+    scope = budget_actor(ray_cluster, sup.status())
+    [ledger] = (Path(storage) / ".budgets").glob("holds-res-*.json")
+
+    def holders() -> dict[str, str]:  # the ledger on disk: reservation id -> the agent holding it
+        return json.loads(ledger.read_text()).get("holders", {}) if ledger.exists() else {}
+
+    [first] = wait_until(lambda: list(holders()), "the child's reservation", timeout=WAIT_S)
+    ray.kill(ray.get_actor("holds-res/s0", namespace=ray_cluster), no_restart=True)
+    [second] = wait_until(lambda: [r for r in holders() if r != first], "the restarted child's reservation", timeout=WAIT_S)
+    assert holders() == {second: "holds-res/s0"}
+    snapshot = ray.get(scope.snapshot.remote(), timeout=WAIT_S)
+    assert snapshot["reserved"] == pytest.approx(0.6) and snapshot["exhausted"] is False
+
+    sup.request_interrupt("programmatic", "immediate", "enough")
+    result = ray.get(ref, timeout=WAIT_S)
+    assert result["restarts"] == 1 and result["interrupt_reason"].message == "enough"
+    assert ray.get(scope.snapshot.remote(), timeout=WAIT_S)["reserved"] == pytest.approx(0.0, abs=MONEY_TOLERANCE)

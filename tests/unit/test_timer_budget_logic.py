@@ -322,3 +322,66 @@ def test_in_process_a_charge_consumes_the_reservation_made_just_before_it():
     (spent, reserved), third = asyncio.run(main())
     assert (spent, reserved) == (pytest.approx(1.0), pytest.approx(0.0))
     assert third is True and not manager.is_interrupted()
+
+
+class AnswersLate(InProcessActor):
+    """A scope whose ``reserve`` is applied at once and answered only when the test says (``answer``)."""
+
+    def __init__(self, actor_class, *args) -> None:
+        super().__init__(actor_class, *args)
+        self.arrived = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    def __getattr__(self, name: str):
+        if name != "reserve":
+            return super().__getattr__(name)
+        method, held = self._instance.reserve, self
+
+        class _Remote:
+            @staticmethod
+            def remote(*args):
+                result = method(*args)
+                held.arrived.set()
+
+                async def later():
+                    await held.answer.wait()
+                    return result
+
+                return asyncio.ensure_future(later())
+
+        return _Remote()
+
+
+def test_a_reservation_whose_answer_the_cancelled_step_never_saw_is_released_by_the_cycles_settle(tmp_path):
+    """IMMEDIATE cancels ``await ctx.reserve(...)``; the actor granted it anyway: the takeover's settle gives it back."""
+    first = InProcessActor(BudgetActor, "first", BudgetInterruptHandler(1.0), str(tmp_path / "first.json"))
+    late = AnswersLate(BudgetActor, "late", BudgetInterruptHandler(1.0), str(tmp_path / "late.json"))
+    client = RayBudgetClient("sup/a1", InterruptManager(name="a1"))
+    client.add_scope(first)
+    client.add_scope(late)
+
+    async def main():
+        step = asyncio.ensure_future(client.reserve(0.6))
+        await asyncio.wait_for(late.arrived.wait(), WAIT_S)  # granted by both; the second answer not yet back
+        step.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await step
+        await client.settle()  # what an IMMEDIATE takeover does with the cycle
+        return first.snapshot.remote().result(), late.snapshot.remote().result()
+
+    in_first, in_late = asyncio.run(main())
+    assert in_first["reserved"] == 0.0 and in_late["reserved"] == 0.0
+    assert in_first["spent"] == 0.0 and in_late["spent"] == 0.0
+
+
+def test_what_an_agent_died_holding_is_released_by_name_and_the_holders_outlive_a_restart(tmp_path):
+    path = tmp_path / "shared.json"
+    scope = BudgetScope("shared", BudgetInterruptHandler(1.0), path)
+    held = scope.reserve("sup/a1", 0.6, "c1")
+    kept = scope.reserve("sup/a2", 0.3, "c2")
+    assert held and kept and scope.reserve("sup/a3", 0.5, "c3") is None  # 0.9 held: 0.5 more is refused
+    again = BudgetScope("shared", BudgetInterruptHandler(1.0), path)  # the actor restarted: ledger reloaded
+    assert again.release_held("sup/a1") == pytest.approx(0.6)
+    assert again.snapshot()["reserved"] == pytest.approx(0.3)  # a2's own is untouched
+    assert again.release_held("sup/a1") == 0.0  # nothing twice
+    assert BudgetScope("shared", BudgetInterruptHandler(1.0), path).snapshot()["reserved"] == pytest.approx(0.3)
