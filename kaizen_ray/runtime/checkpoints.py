@@ -13,7 +13,9 @@ written (and fsynced) at the same time in a thread pool: a swarm stopped at
 once is not flushed one agent after another. A durable save returns once its
 file is on disk; a periodic one returns once it is in the object store
 (write-behind). A failed write-behind flush is never dropped silently: the
-agent's next save, or the next flush that covers it, raises it.
+agent's next save, or the next flush that covers it, raises it. That save
+is still kept (queued, and on disk before it raises if durable): a run's
+final state is not lost to an earlier failure on a disk that works again.
 
 One copy on the way: the agent sends ``[head, PickleBuffer(payload)]`` (see
 ``StoreSink``), which Ray hands over out of band, as a read-only view of the
@@ -230,11 +232,13 @@ class CheckpointStoreLogic:
             validate_checkpoint_id(checkpoint_id)
             storage = self.storage(storage_path)
             key = (storage.path, agent)
-            self._raise_failure(storage.path, agent)
         except BaseException:
             if order is not None:  # refused before it was queued: the sender's next save need not wait for it
                 self._turns.queued(turn, *order, last=durable)
             raise
+        # Raised once this save is kept (queued; on disk first if durable), not instead of it: the
+        # disk may work again, and a run's final state must not be lost for an earlier failure.
+        earlier = self._failures.pop(key, None)
         refs = self._refs.setdefault(key, OrderedDict())
         refs[checkpoint_id] = None  # its place in the agent's order; the ref follows the put
         self._unflushed.add((storage.path, checkpoint_id))
@@ -249,12 +253,19 @@ class CheckpointStoreLogic:
             # longer of the two, not their sum, and the loop stays free for the
             # other agents' saves (a swarm stopped at once); a put of many megabytes never holds it.
             put = loop.run_in_executor(self._pool, self._put, data)
-            ref = (await asyncio.gather(put, done))[0] if done is not None else await put
+            try:
+                ref = (await asyncio.gather(put, done))[0] if done is not None else await put
+            except BaseException:
+                if earlier is not None:  # this one's own failure is raised; the earlier one is not lost
+                    logger.error("an earlier write-behind flush of %s had failed too: %r", agent, earlier)
+                raise
         else:
             ref = self._put(data)  # a small write-behind save: cheaper than the hop to a thread and back
         if checkpoint_id in refs:  # not dropped meanwhile by a failed write or the bound
             refs[checkpoint_id] = ref
         self._trim(storage.path, agent)
+        if earlier is not None:
+            raise earlier
         return checkpoint_id
 
     async def flush(self, storage_path: str | None = None, agent: str | None = None) -> None:

@@ -316,7 +316,7 @@ def test_locate_of_an_unknown_id_raises_not_found(tmp_path):
         logic.locate(str(tmp_path), "ck-20000101T000000000000Z-0000-abcdef")
 
 
-def test_a_failed_write_behind_flush_is_raised_by_the_next_save_once(tmp_path, monkeypatch):
+def test_a_failed_write_behind_flush_is_raised_by_the_next_save_once_and_that_save_is_still_kept(tmp_path, monkeypatch):
     real_write = FileCheckpointStorage.write_bytes
     failure = OSError(28, "No space left on device")
     calls = {"n": 0}
@@ -343,7 +343,8 @@ def test_a_failed_write_behind_flush_is_raised_by_the_next_save_once(tmp_path, m
     raised = asyncio.run(scenario())
     assert raised is failure
     on_disk = {info.id for info in kr.list_checkpoints(tmp_path, agent="a1")}
-    assert on_disk == {durable_id, after_id}
+    # The save that reported the failure was written all the same (durable: before it raised).
+    assert on_disk == {durable_id, next_id, after_id}
 
 
 def test_a_failed_write_behind_flush_is_raised_by_flush(tmp_path):
