@@ -454,17 +454,18 @@ def test_new_ids_are_unique_across_threads():
 # -- listing, finding, deleting ---------------------------------------------------------
 
 
-def test_list_is_oldest_first_by_created_at_then_id(tmp_path):
+def test_list_is_oldest_first_by_id_and_latest_is_the_newest_id_even_when_the_clock_stepped_back(tmp_path):
+    """Ids never go backwards in a process; created_at follows the wall clock, which may: ids order them (as on Ray)."""
     store = FileCheckpointStorage(tmp_path)
-    late = store.write(at(make("b", 1, 1), T0 + timedelta(hours=1)))
-    early = store.write(at(make("a", 2, 2), T0))
-    tie_x = at(make("a", 3, 3), T0 + timedelta(minutes=1)).model_copy(update={"id": "ck-x"})
-    tie_w = at(make("a", 4, 4), T0 + timedelta(minutes=1)).model_copy(update={"id": "ck-w"})
-    store.write(tie_x)
-    store.write(tie_w)
+    first = make("a", 1, 1)
+    second = at(make("a", 2, 2, parent_id=first.id), first.created_at - timedelta(seconds=2))  # the clock stepped back
+    other = make("b", 1, 1)
+    for ckpt in (other, second, first):  # written in any order
+        store.write(ckpt)
 
-    assert [i.path for i in store.list()] == [early, tmp_path / "a" / "ck-w.ckpt", tmp_path / "a" / "ck-x.ckpt", late]
-    assert [i.cycle for i in list_checkpoints(tmp_path, agent="a")] == [2, 4, 3]
+    assert [i.id for i in store.list()] == [first.id, second.id, other.id]
+    assert [i.cycle for i in list_checkpoints(tmp_path, agent="a")] == [1, 2]
+    assert store.load_latest("a").id == second.id
     assert list_checkpoints(tmp_path / "missing") == []
 
 

@@ -258,7 +258,9 @@ class FileCheckpointStorage:
                 continue
             if agent is None or info.agent == agent:  # "A" and "a" share a folder on macOS
                 infos.append(info)
-        return sorted(infos, key=lambda i: (i.created_at, i.id))
+        # By id, as the checkpoint store orders them on Ray: ids sort by creation and never go
+        # backwards in a process, even when the wall clock (and so created_at) steps back.
+        return sorted(infos, key=lambda i: i.id)
 
     def delete(self, checkpoint_id: str) -> None:
         """Remove one checkpoint file."""
