@@ -70,11 +70,23 @@ class _Installation:
             # already pending: ours, while still in place, so none is lost.
             if signal.getsignal(sig) is self.py_handler:
                 signal.signal(sig, signal.SIG_DFL if prev is None else prev)
+            elif (above := self._installed_over(sig)) is not None:
+                # Overlapping runs ending out of order: the one installed over ours
+                # will restore straight to what was there before ours.
+                above.previous[sig] = prev
             else:
                 overridden.append(signal.Signals(sig).name)
         self.released = True
         self._leave_pipe()
         return overridden
+
+    def _installed_over(self, sig: int) -> _Installation | None:
+        """The live installation that saved ours as its previous handler of ``sig``, if any."""
+        pipe = self.pipe
+        for inst in pipe.users if pipe is not None else ():
+            if inst is not self and not inst.released and inst.previous.get(sig) is self.py_handler:
+                return inst
+        return None
 
     def _leave_pipe(self) -> None:
         pipe, self.pipe = self.pipe, None

@@ -439,7 +439,8 @@ def test_nested_installs_restore_in_lifo_order(restore_signals: None) -> None:
     assert signal.getsignal(signal.SIGUSR1) is base
 
 
-def test_out_of_order_removal_hands_signals_back(restore_signals: None, caplog: pytest.LogCaptureFixture) -> None:
+def test_out_of_order_removal_restores_the_handler_from_before_both(restore_signals: None, caplog: pytest.LogCaptureFixture) -> None:
+    """Two overlapping runs, the first to start the first to end: what was there before both comes back."""
     recorded: list[int] = []
 
     def base(signum: int, frame: object) -> None:
@@ -451,13 +452,37 @@ def test_out_of_order_removal_hands_signals_back(restore_signals: None, caplog: 
     outer_m.add_handler(outer)
     inner_m.add_handler(inner)
     with caplog.at_level(logging.WARNING, logger="kaizen_ray"):
-        outer_m.remove_handler(outer)  # not LIFO: inner's handler stays on top
-    assert any("out of order" in r.getMessage() for r in caplog.records)
+        outer_m.remove_handler(outer)  # not LIFO: inner's handler stays on top, and will restore base itself
+    assert not any("out of order" in r.getMessage() for r in caplog.records)
     assert signal.getsignal(signal.SIGUSR1) is inner._inst.py_handler
-    inner_m.remove_handler(inner)  # puts the (removed) outer back...
-    signal.raise_signal(signal.SIGUSR1)  # ...which steps aside for base
-    assert recorded == [signal.SIGUSR1] and not outer_m.is_interrupted()
-    assert signal.getsignal(signal.SIGUSR1) is base
+    inner_m.remove_handler(inner)
+    assert signal.getsignal(signal.SIGUSR1) is base  # at once, not only after a signal came
+    signal.raise_signal(signal.SIGUSR1)
+    assert recorded == [signal.SIGUSR1] and not outer_m.is_interrupted() and not inner_m.is_interrupted()
+
+
+def test_out_of_order_removal_behind_someone_elses_handler_still_hands_signals_back(
+    restore_signals: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ours is under a handler we do not know: we cannot restore, so we say so and step aside when called."""
+    recorded: list[int] = []
+
+    def base(signum: int, frame: object) -> None:
+        recorded.append(signum)
+
+    def theirs(signum: int, frame: object) -> None:  # someone else's, installed over ours: it calls the one before
+        previous(signum, frame)
+
+    signal.signal(signal.SIGUSR1, base)
+    m = InterruptManager()
+    handler = SignalInterruptHandler((signal.SIGUSR1,))
+    m.add_handler(handler)
+    previous = signal.signal(signal.SIGUSR1, theirs)
+    with caplog.at_level(logging.WARNING, logger="kaizen_ray"):
+        m.remove_handler(handler)
+    assert any("out of order" in r.getMessage() for r in caplog.records)
+    signal.raise_signal(signal.SIGUSR1)  # theirs calls ours, which steps aside for base
+    assert recorded == [signal.SIGUSR1] and not m.is_interrupted()
 
 
 def test_a_signal_handler_pickles_as_config() -> None:
