@@ -159,7 +159,10 @@ class LLMClient:
         manager: InterruptManager | None = None,
     ) -> Completion:
         """One chat completion, retried on transient failures; an interrupt cuts a backoff short."""
-        request: dict[str, Any] = {"model": self.config.model, "messages": messages, "max_tokens": self.config.max_tokens}
+        # OpenAI's API takes max_completion_tokens (its o-series models refuse max_tokens); the
+        # OpenAI-compatible servers (Ollama, vLLM, ...) all take max_tokens.
+        limit = "max_completion_tokens" if self.provider == "openai" else "max_tokens"
+        request: dict[str, Any] = {"model": self.config.model, "messages": messages, limit: self.config.max_tokens}
         if tools:
             request["tools"] = tools
         if self.config.temperature is not None:

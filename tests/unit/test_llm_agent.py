@@ -239,6 +239,22 @@ def test_the_api_key_is_sent_but_never_written_logged_or_shown(server, tmp_path,
     assert secret not in repr(agent) and secret not in repr(agent.llm) and secret not in repr(agent.config)
 
 
+
+@pytest.mark.parametrize(("provider", "field"), [("openai", "max_completion_tokens"), ("vllm", "max_tokens")])
+def test_the_token_limit_goes_by_the_name_the_provider_takes(server, tmp_path, monkeypatch, provider, field):
+    """OpenAI's o-series refuse max_tokens; OpenAI-compatible servers know max_tokens."""
+    monkeypatch.setenv("KR_TEST_API_KEY", "sk-test")
+    server.replies([Reply(content="fine")])
+    cfg = kr.AutonomousConfig(
+        llm_provider=provider, model="o3-mini", base_url=server.base_url, storage_path=tmp_path,
+        api_key_env="KR_TEST_API_KEY", max_tokens=77,
+    )  # fmt: skip
+    result = run(kr.BaseAutonomousAgent(config=cfg, signature=Answer()).run_autonomous("q"))
+    assert result["status"] == "completed"
+    body = server.requests[0].body
+    [other] = {"max_tokens", "max_completion_tokens"} - {field}
+    assert body[field] == 77 and other not in body
+
 def test_a_tool_that_raises_or_a_bad_call_goes_back_to_the_model_as_an_error(server, tmp_path):
     def flaky(n: int) -> int:
         """Fails on purpose."""
