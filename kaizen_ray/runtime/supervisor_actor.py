@@ -35,6 +35,7 @@ import ray
 from kaizen_ray.core.checkpoint import (
     Checkpoint,
     CheckpointStatus,
+    new_checkpoint_id,
 )
 from kaizen_ray.core.config import ChildSpec, RestartPolicy, SupervisorConfig
 from kaizen_ray.core.interrupts import (
@@ -78,6 +79,18 @@ async def _awaited(ref: Any) -> Any:
     return await ref
 
 
+def _run_result_of(child: Child, finished: asyncio.Task[dict[str, Any]]) -> dict[str, Any]:
+    """A child's result dict; a run that raised before its first cycle (its ``initial_state``, a
+    checkpoint to resume from that is gone) is that child failing, not its supervisor."""
+    try:
+        return finished.result()
+    except Exception as exc:  # noqa: BLE001 - the child's failure, reported in its result with its type
+        cause = getattr(exc, "cause", None)  # a RayTaskError carries the actor's own exception
+        error = cause if isinstance(cause, BaseException) else exc
+        logger.error("child %s failed before its first cycle: %r", child.full_name, error)
+        return run_result(child.full_name, RunStatus.FAILED, error=error)
+
+
 @ray.remote(concurrency_groups={"control": 16}, max_restarts=0)
 class SupervisorActor(ControlMethods):
     """The Ray actor of a supervisor. Made by ``kr.Supervisor.spawn(...)``."""
@@ -107,6 +120,10 @@ class SupervisorActor(ControlMethods):
         self._inherited_scopes: list[Any] = []  # a parent supervisor's budget scopes, passed on to every child
         self._restart_times: list[float] = []  # inside the restart window only (add_restart prunes it)
         self._restarts = 0
+        # This run's start: where each child started (its manifest entry, or None), and an id below
+        # every checkpoint made since (ids sort by creation): see _restart_point.
+        self._resume: dict[str, str | None] = {}
+        self._run_mark = ""
         self._handled_generation: int | None = None
         self._manifest_id: str | None = None  # the last manifest this actor saved (status()'s checkpoint_id)
         # The run moves the phase on its loop; an accepted interrupt moves it on a control thread.
@@ -268,6 +285,9 @@ class SupervisorActor(ControlMethods):
             try:
                 resume, restarts = await resume_points(self._store, self._storage_path, self._name, list(self._children), resume_from_checkpoint)
                 self._restarts = self._restarts if restarts is None else restarts
+                # Each run counts its own restart intensity (OTP: a supervisor starts with a fresh record),
+                # and a restarted child resumes from this run's checkpoints, never an older run's.
+                self._restart_times, self._resume, self._run_mark = [], resume, new_checkpoint_id()
                 failed = await spawn_all(self._children, self._spawn_or_replace)
                 if failed:
                     return await self._give_up_at_start(failed)
@@ -295,9 +315,13 @@ class SupervisorActor(ControlMethods):
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
                 name = running[finished]
-                result = finished.result()
-                exit_ = classify_exit(result)
                 child = self._children[name]
+                if child.task is not finished or name in results:
+                    # Ended as a group restart handled just before took it down and started it again
+                    # (or recorded it): that run is over, its exit is not a new incident (OTP too).
+                    continue
+                result = _run_result_of(child, finished)
+                exit_ = classify_exit(result)
                 if exit_ in (ChildExit.KILLED, ChildExit.CRASHED):  # gone mid-cycle, maybe holding a reservation
                     await self._release_held(child.full_name)
                 stopping = self._manager_.is_interrupted() or cause is not None
@@ -319,12 +343,17 @@ class SupervisorActor(ControlMethods):
                     )
                     continue
                 self._restarts += 1
-                group = children_to_restart(self._config.strategy, order, name, {n for n in running.values() if n != name})
+                alive = {n for n in running.values() if n != name and n not in results}
+                group = children_to_restart(self._config.strategy, order, name, alive)
                 logger.warning("supervisor %s: child %s %s; restarting %s", self._name, name, exit_.value, group)
-                for other in group:
+                stopped = {}
+                for other in reversed(group):  # the others, newest first (OTP): none outlives one it depends on
                     if other != name:
-                        await self._stop_for_restart(self._children[other], name)
+                        stopped[other] = await self._stop_for_restart(self._children[other], name)
                 for member in group:
+                    if member != name and self._children[member].spec.restart is RestartPolicy.TEMPORARY:
+                        results[member] = stopped[member]  # stopped with the group, never restarted (OTP)
+                        continue
                     try:
                         await self._replace(self._children[member])
                     except Exception as exc:  # noqa: BLE001 - a restart that cannot start: reported, and the end
@@ -333,7 +362,12 @@ class SupervisorActor(ControlMethods):
                             InterruptSource.SYSTEM, InterruptMode.GRACEFUL, cause, {"handler": "escalation", "cause": "start"}
                         )
                         continue
-                    self._start(self._children[member], task, "latest")
+                    self._start(self._children[member], task, await self._restart_point(self._children[member]))
+
+    async def _restart_point(self, child: Child) -> str | None:
+        """Where a restarted child resumes: its newest checkpoint of this run, else where this run started it."""
+        ids = await self._store.candidates.remote(child.storage_path, child.full_name)  # newest first
+        return next((i for i in ids if i >= self._run_mark), self._resume.get(child.spec.name))
 
     async def _finish(self, results: dict[str, dict[str, Any]], cause: str | None) -> dict[str, Any]:
         temporary = {n for n, c in self._children.items() if c.spec.restart is RestartPolicy.TEMPORARY}
