@@ -12,6 +12,7 @@ Errors are one line on stderr (``kaizen-ray: error: ...``) and a non-zero exit.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -93,14 +94,21 @@ def run(target: str, task: str | None, name: str | None, storage: str | None, ti
     from kaizen_ray.core.handlers import BudgetInterruptHandler, TimeoutInterruptHandler
 
     settings = _settings(as_json)
+    if detach and (settings.address or os.environ.get("RAY_ADDRESS") or "local") == "local":
+        # Without a cluster, the command starts a Ray of its own, which ends with it, detached actors too.
+        raise click.UsageError("--detach needs a cluster that outlives this command: pass --address or set RAY_ADDRESS")
     resolved = resolve_target(target)  # before Ray: a bad MODULE:OBJ costs no cluster connection
+    try:  # checked before Ray too: a refused --timeout nan must leave no actor behind
+        handlers = [
+            TimeoutInterruptHandler(timeout) if timeout is not None else None,
+            BudgetInterruptHandler(budget) if budget is not None else None,
+        ]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout" if "timeout" in str(exc) else "--budget") from exc
     settings.connect(log_to_driver=not detach)
     name = name or resolved.default_name
     handle = _spawn_or_reuse(resolved, name, storage, settings.namespace, detach)
-    for handler in (
-        TimeoutInterruptHandler(timeout) if timeout is not None else None,
-        BudgetInterruptHandler(budget) if budget is not None else None,
-    ):
+    for handler in handlers:
         if handler is not None:
             handle.add_handler(handler)
     if detach:
@@ -149,6 +157,7 @@ def _refuse_a_different_actor(existing: Any, resolved: Any, storage: str | None)
     """A reused actor keeps its kind and its storage: asking for others is an error, never silently ignored."""
     from kaizen_ray._cli.cluster import CliError
     from kaizen_ray.core.checkpoint import resolve_storage_path
+    from kaizen_ray.core.checkpoint._paths import shown
 
     wanted = "agent" if resolved.kind == "agent" else "supervisor"
     advice = "remove it with `kaizen-ray gc`, or pick another --name"
@@ -156,8 +165,8 @@ def _refuse_a_different_actor(existing: Any, resolved: Any, storage: str | None)
         raise CliError(f"{existing.name!r} is an existing {existing.kind}, not a {wanted}: {advice}")
     if storage is not None and resolve_storage_path(storage) != resolve_storage_path(existing.storage_path):
         raise CliError(
-            f"{existing.kind} {existing.name!r} exists with storage {existing.storage_path!s}, not --storage {storage}: "
-            f"drop --storage to resume it there, {advice}"
+            f"{existing.kind} {existing.name!r} exists with storage {shown(str(existing.storage_path))}, "
+            f"not --storage {shown(storage)}: drop --storage to resume it there, {advice}"
         )
 
 

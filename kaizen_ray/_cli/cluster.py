@@ -17,9 +17,21 @@ logger = logging.getLogger("kaizen_ray.cli")
 
 __all__ = ["CliError", "connect", "find", "gc", "list_rows", "row_of", "wait_result"]
 
-SYSTEM_PREFIX = "kaizen-"  # the timer, the checkpoint store, budget scopes: never listed as agents
 CALL_TIMEOUT_S = 10.0
-ENDED = ("finished", "idle")
+# A run that ended. Not "idle": an agent spawned and not yet started (`run --detach` between its
+# spawn and its start, say) has no run to have ended, and gc must leave it.
+ENDED = ("finished",)
+
+
+def is_system_name(name: str) -> bool:
+    """The timer, the checkpoint store, a budget scope: never listed as agents.
+
+    By their exact names, not the ``kaizen-`` prefix alone: ``kaizen-bot`` is a good agent name.
+
+    >>> is_system_name("kaizen-timer"), is_system_name("kaizen-budget/sw/1a2b"), is_system_name("kaizen-bot")
+    (True, True, False)
+    """
+    return name in ("kaizen-timer", "kaizen-checkpoints") or name.startswith("kaizen-budget/")
 
 
 class CliError(KaizenError):
@@ -104,7 +116,7 @@ def find(name: str, namespace: str) -> Any:
     """
     from kaizen_ray.runtime._lookup import get_agent
 
-    if name.startswith(SYSTEM_PREFIX):
+    if is_system_name(name):
         raise AgentGoneError(name, f"{name!r} is a kaizen_ray system actor, not an agent or supervisor")
     try:
         return get_agent(name, namespace=namespace)
@@ -148,7 +160,7 @@ def list_rows(namespace: str) -> list[dict[str, Any]]:
     """Every agent and supervisor in ``namespace`` (system actors and foreign actors skipped), by name."""
     rows = []
     for name in _named(namespace):
-        if name.startswith(SYSTEM_PREFIX):
+        if is_system_name(name):
             continue
         try:
             rows.append(row_of(find(name, namespace)))
@@ -212,9 +224,9 @@ def gc(namespace: str, timeout_s: float = 30.0) -> list[dict[str, str]]:
     everyone = ray.util.list_named_actors(all_namespaces=True)
     users = {
         a["name"] for a in everyone
-        if not a["name"].startswith(SYSTEM_PREFIX) and (a["namespace"] == namespace or is_anonymous_namespace(a["namespace"]))
+        if not is_system_name(a["name"]) and (a["namespace"] == namespace or is_anonymous_namespace(a["namespace"]))
     }  # fmt: skip
-    system = [a["name"] for a in everyone if a["namespace"] == namespace and a["name"].startswith(SYSTEM_PREFIX)]
+    system = [a["name"] for a in everyone if a["namespace"] == namespace and is_system_name(a["name"])]
     gone_now: set[str] = set()
     for name in system:
         if name.startswith("kaizen-budget/"):

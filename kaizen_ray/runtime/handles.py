@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from kaizen_ray.core._html import rows_table
 from kaizen_ray.core.checkpoint import FileCheckpointStorage, validate_agent_name
+from kaizen_ray.core.checkpoint._paths import shown
 from kaizen_ray.core.config import coerce_config
 from kaizen_ray.core.errors import AgentGoneError
 from kaizen_ray.core.handlers import BudgetInterruptHandler, SignalInterruptHandler, TimeoutInterruptHandler
@@ -74,7 +75,8 @@ class ActorHandleBase:
         >>> handle._repr_html_()  # doctest: +SKIP
         '<div class="kaizen-ray"><table><caption>AgentHandle r1</caption><tr><th ...>phase</th><td ...>running</td>...'
         """
-        rows: list[tuple[str, Any]] = [("kind", self.kind), ("namespace", self.namespace), ("storage_path", self.storage_path)]
+        where = shown(str(self.storage_path))  # a URI's keys never on a page
+        rows: list[tuple[str, Any]] = [("kind", self.kind), ("namespace", self.namespace), ("storage_path", where)]
         try:
             status = self.status()
         except (AgentGoneError, TimeoutError) as exc:  # a notebook shows why, it never raises from a repr

@@ -163,3 +163,58 @@ def test_checkpoints_verify_reads_every_file_and_exits_non_zero_naming_the_corru
     assert len(report["good"]) == 1 and [Path(b["file"]).name for b in report["corrupt"]] == [paths[1].name]
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("kaizen-ray: error: 1 corrupt checkpoint file(s): ") and paths[1].name in lines[0]
+
+
+# -- `kaizen-ray run` refuses before it connects ------------------------------------------------------
+
+
+@pytest.fixture
+def no_connection(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every attempt to connect to Ray, recorded (and refused): a refusal must come before any."""
+    from kaizen_ray import cli
+
+    attempts: list[str] = []
+
+    def refuse(self: object, **kwargs: object) -> None:
+        attempts.append("connect")
+        raise AssertionError("connected to Ray")
+
+    monkeypatch.setattr(cli._Settings, "connect", refuse)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return attempts
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--detach"], "--detach needs a cluster that outlives this command"),
+        (["--timeout", "nan"], "--timeout"),
+        (["--budget", "inf"], "--budget"),
+    ],
+    ids=["detach-without-a-cluster", "timeout-nan", "budget-inf"],
+)
+def test_run_refuses_before_connecting_naming_the_option(user_module, no_connection, args, needle) -> None:
+    from click.testing import CliRunner
+
+    from kaizen_ray.cli import cli
+
+    outcome = CliRunner().invoke(cli, ["run", f"{user_module.__name__}:Worker", *args])
+    assert outcome.exit_code == 2, outcome.output  # a usage error, not a failed run
+    assert needle in outcome.output and no_connection == []
+
+
+def test_a_uris_keys_are_left_out_of_what_is_shown_of_it() -> None:
+    from kaizen_ray.core.checkpoint._paths import shown
+
+    for uri in ("s3://AKIA:SECRET@bucket/ck", "s3://bucket/ck?access_key=AKIA&secret_key=SECRET"):
+        assert shown(uri) == "s3://bucket/ck"
+
+
+def test_system_actors_are_known_by_their_exact_names_and_kaizen_bot_is_an_agent() -> None:
+    from kaizen_ray._cli.cluster import is_system_name
+    from kaizen_ray.runtime.budget import BUDGET_PREFIX
+    from kaizen_ray.runtime.checkpoints import STORE_NAME
+    from kaizen_ray.runtime.timer import TIMER_NAME
+
+    assert is_system_name(TIMER_NAME) and is_system_name(STORE_NAME) and is_system_name(f"{BUDGET_PREFIX}/sw/1a2b")
+    assert not any(map(is_system_name, ["kaizen-bot", "kaizen-timers", "kaizen-budget", "swarm/w1"]))

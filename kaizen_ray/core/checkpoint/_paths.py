@@ -110,13 +110,15 @@ def resolve_storage_path(path: str | os.PathLike[str] | None) -> Path | str:
 
 
 def redact(uri: str) -> str:
-    """``uri`` without its query, which may carry keys (``?secret_key=...``): the form for messages.
+    """``uri`` without what may carry keys: its query (``?secret_key=...``) and its user info
+    (``s3://KEY:SECRET@bucket``, the form pyarrow takes them in): the form for messages.
 
-    >>> redact("s3://bucket/ck?access_key=a&secret_key=b")
-    's3://bucket/ck'
+    >>> redact("s3://bucket/ck?access_key=a&secret_key=b"), redact("s3://AKIA:SECRET@bucket/ck")
+    ('s3://bucket/ck', 's3://bucket/ck')
     """
     parts = urlsplit(uri)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def shown(where: Path | str) -> Path | str:
