@@ -365,9 +365,16 @@ class SupervisorActor(ControlMethods):
                     self._start(self._children[member], task, await self._restart_point(self._children[member]))
 
     async def _restart_point(self, child: Child) -> str | None:
-        """Where a restarted child resumes: its newest checkpoint of this run, else where this run started it."""
+        """Where a restarted child resumes: its newest checkpoint of this run, else where this run started it.
+
+        A child supervisor writes its manifest only as its run ends: one that died has none of this
+        run, and resumes with ``"latest"``, each of its children from its own newest checkpoint.
+        """
         ids = await self._store.candidates.remote(child.storage_path, child.full_name)  # newest first
-        return next((i for i in ids if i >= self._run_mark), self._resume.get(child.spec.name))
+        this_run = next((i for i in ids if i >= self._run_mark), None)
+        if this_run is not None:
+            return this_run
+        return "latest" if child.spec.kind == "supervisor" else self._resume.get(child.spec.name)
 
     async def _finish(self, results: dict[str, dict[str, Any]], cause: str | None) -> dict[str, Any]:
         temporary = {n for n, c in self._children.items() if c.spec.restart is RestartPolicy.TEMPORARY}

@@ -207,3 +207,22 @@ def test_a_restarted_child_resumes_from_this_runs_newest_checkpoint_else_where_t
 
     asyncio.run(main())
     assert a.runs == ["ck-from-the-manifest", expected]
+
+
+def test_a_restarted_child_supervisor_with_no_manifest_of_this_run_resumes_latest():
+    """It writes its manifest only as its run ends: its children each resume from their own newest."""
+    team = Child("team")
+    team.spec.kind = "supervisor"
+    sup = supervisor("one_for_one", [team])
+
+    async def main():
+        team.run(None)
+        loop = asyncio.ensure_future(sup._supervise(None))
+        await until_running(team, runs=1)
+        team.end("killed")
+        await until_running(team, runs=2)
+        team.end("completed")
+        return await asyncio.wait_for(loop, WAIT_S)
+
+    asyncio.run(main())
+    assert team.runs == [None, "latest"]
