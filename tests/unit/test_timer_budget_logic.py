@@ -254,18 +254,19 @@ def test_a_retried_settle_or_reserve_is_answered_again_not_applied_twice(tmp_pat
     assert again.snapshot()["spent"] == pytest.approx(0.6)
 
 
-class HeldSettles(InProcessActor):
-    """A scope whose settle is applied at once but answered only when the test says (``answer``)."""
+class AnsweredLate(InProcessActor):
+    """A scope whose ``late`` method (settle, reserve) is applied at once but answered only when the test says."""
 
-    def __init__(self, actor_class, *args) -> None:
+    def __init__(self, late: str, actor_class, *args) -> None:
         super().__init__(actor_class, *args)
+        self.late = late
         self.arrived = asyncio.Event()
         self.answer = asyncio.Event()
 
     def __getattr__(self, name: str):
-        if name != "settle":
+        if name != self.__dict__.get("late"):
             return super().__getattr__(name)
-        method, held = self._instance.settle, self
+        method, held = getattr(self._instance, name), self
 
         class _Remote:
             @staticmethod
@@ -284,7 +285,7 @@ class HeldSettles(InProcessActor):
 
 def test_a_scope_removed_while_a_settle_awaits_it_costs_the_other_scope_nothing(tmp_path):
     """remove_handler runs on the control group's thread, a settle on the run's loop: B still gets its charges."""
-    a = HeldSettles(BudgetActor, "a", BudgetInterruptHandler(10.0), str(tmp_path / "a.json"))
+    a = AnsweredLate("settle", BudgetActor, "a", BudgetInterruptHandler(10.0), str(tmp_path / "a.json"))
     b = InProcessActor(BudgetActor, "b", BudgetInterruptHandler(10.0), str(tmp_path / "b.json"))
     client = RayBudgetClient("a1", InterruptManager(name="a1"))
     client.add_scope(a)
@@ -324,38 +325,10 @@ def test_in_process_a_charge_consumes_the_reservation_made_just_before_it():
     assert third is True and not manager.is_interrupted()
 
 
-class AnswersLate(InProcessActor):
-    """A scope whose ``reserve`` is applied at once and answered only when the test says (``answer``)."""
-
-    def __init__(self, actor_class, *args) -> None:
-        super().__init__(actor_class, *args)
-        self.arrived = asyncio.Event()
-        self.answer = asyncio.Event()
-
-    def __getattr__(self, name: str):
-        if name != "reserve":
-            return super().__getattr__(name)
-        method, held = self._instance.reserve, self
-
-        class _Remote:
-            @staticmethod
-            def remote(*args):
-                result = method(*args)
-                held.arrived.set()
-
-                async def later():
-                    await held.answer.wait()
-                    return result
-
-                return asyncio.ensure_future(later())
-
-        return _Remote()
-
-
 def test_a_reservation_whose_answer_the_cancelled_step_never_saw_is_released_by_the_cycles_settle(tmp_path):
     """IMMEDIATE cancels ``await ctx.reserve(...)``; the actor granted it anyway: the takeover's settle gives it back."""
     first = InProcessActor(BudgetActor, "first", BudgetInterruptHandler(1.0), str(tmp_path / "first.json"))
-    late = AnswersLate(BudgetActor, "late", BudgetInterruptHandler(1.0), str(tmp_path / "late.json"))
+    late = AnsweredLate("reserve", BudgetActor, "late", BudgetInterruptHandler(1.0), str(tmp_path / "late.json"))
     client = RayBudgetClient("sup/a1", InterruptManager(name="a1"))
     client.add_scope(first)
     client.add_scope(late)
