@@ -9,7 +9,8 @@
   through nested supervisors. Level-triggered: a child spawned or restarted
   after the supervisor was interrupted receives the interrupt before its run
   starts, so it stops at its first boundary.
-* A child that crashes or fails is restarted from its latest checkpoint per
+* A child that crashes or fails is restarted from its newest checkpoint of
+  this run (else from where this run started it) per
   its restart policy and the strategy, while fewer than ``max_restarts``
   restarts happened within ``restart_window_s``; one more and the supervisor
   stops the other children gracefully and reports ``"failed"``.
@@ -254,7 +255,8 @@ class SupervisorActor(ControlMethods):
             {"supervisor": self._name, "cause": "restart"},
         )
         assert child.task is not None
-        return await child.task
+        await asyncio.wait({child.task})
+        return _run_result_of(child, child.task)  # a run that raised is its failure, not the supervisor's
 
     async def _replace(self, child: Child) -> None:
         self._manager_.remove_child(child)
