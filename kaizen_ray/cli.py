@@ -163,6 +163,13 @@ def _refuse_a_different_actor(existing: Any, resolved: Any, storage: str | None)
     advice = "remove it with `kaizen-ray gc`, or pick another --name"
     if existing.kind != wanted:
         raise CliError(f"{existing.name!r} is an existing {existing.kind}, not a {wanted}: {advice}")
+    if resolved.kind == "agent":
+        asked: Any = f"{resolved.agent_cls.__module__}.{resolved.agent_cls.__qualname__}"
+    else:
+        asked = [spec.name for spec in resolved.children]
+    if existing._made_of is not None and existing._made_of != asked:
+        made_of = "an agent of class" if resolved.kind == "agent" else "a supervisor of children"
+        raise CliError(f"{existing.name!r} is {made_of} {existing._made_of}, not {asked}: {advice}")
     if storage is not None and resolve_storage_path(storage) != resolve_storage_path(existing.storage_path):
         raise CliError(
             f"{existing.kind} {existing.name!r} exists with storage {shown(str(existing.storage_path))}, "

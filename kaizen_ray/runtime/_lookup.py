@@ -34,4 +34,6 @@ def get_agent(name: str, namespace: str | None = None) -> ActorHandleBase:
     except RayActorError as exc:
         raise gone(name, exc) from exc
     cls = AgentHandle if described["kind"] == "agent" else SupervisorHandle
-    return cls(actor, name, namespace, described["storage_path"])
+    handle = cls(actor, name, namespace, described["storage_path"])
+    handle._made_of = described.get("made_of")  # the agent class, or the children's names
+    return handle

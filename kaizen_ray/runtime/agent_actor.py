@@ -237,7 +237,11 @@ class ControlMethods(RunControl):
             "storage_path": self._storage_path,
             "kind": self._kind,
             "node_id": ray.get_runtime_context().get_node_id(),
+            "made_of": self._made_of(),
         }
+
+    def _made_of(self) -> Any:
+        raise NotImplementedError
 
     @ray.method(concurrency_group="control")
     async def wait_kill_deadline(self) -> dict[str, Any] | None:
@@ -321,6 +325,11 @@ class AgentActor(ControlMethods):
         return await self._runtime.wait_kill_deadline()
 
     @ray.method(concurrency_group="control")
+    def _made_of(self) -> str:
+        """Its agent class, ``module.QualName``: what ``kaizen-ray run`` checks before it reuses this actor."""
+        cls = type(self._runtime.agent)
+        return f"{cls.__module__}.{cls.__qualname__}"
+
     async def use_budget_scope(self, scope: Any) -> None:
         """Charge ``scope`` too (a supervisor's shared budget)."""
         await self._use_scope(scope)

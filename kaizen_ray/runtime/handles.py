@@ -62,6 +62,7 @@ class ActorHandleBase:
         self.storage_path = storage_path
         self._driver_manager: InterruptManager | None = None
         self._remote_handlers: dict[int, tuple[Any, str]] = {}  # id(handler) -> (handler, key in the actor)
+        self._made_of: Any = None  # set by get_agent: the actor's agent class, or its children's names
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r})"

@@ -138,6 +138,10 @@ class SupervisorActor(ControlMethods):
         # and metrics. getattr: Ray shows it even when __init__ failed.
         return f"SupervisorActor({getattr(self, '_name', '?')}, Supervisor)"
 
+    def _made_of(self) -> list[str]:
+        """Its children's names, in order: what ``kaizen-ray run`` checks before it reuses this actor."""
+        return list(self._children)
+
     def _move(self, phase: SupervisorPhase) -> None:
         with self._phase_lock:
             self._phase = check_transition(self._phase, phase)
@@ -226,25 +230,31 @@ class SupervisorActor(ControlMethods):
     def _start(self, child: Child, task: Any, resume: str | None) -> None:
         child.start(self._store, task, resume, self._progress)  # a restarted child gets its bar again
 
-    def _start_failed(self, name: str, exc: BaseException) -> tuple[dict[str, Any], str]:
-        """The result of a child that could not start, and the cause the supervisor gives up for."""
+    def _start_failed(self, name: str, exc: BaseException, resume: str | None) -> tuple[dict[str, Any], str]:
+        """The result of a child that could not start, and the cause the supervisor gives up for.
+
+        Its ``checkpoint_id`` is where it would have resumed: the manifest keeps it, so that
+        resuming the manifest resumes the child from there, not from scratch.
+        """
         child = self._children[name]
         self._manager_.remove_child(child)
         cause = f"child {name!r} could not start ({type(exc).__name__}: {exc}): giving up"
         logger.error("supervisor %s: %s", self._name, cause)
-        return run_result(child.full_name, RunStatus.FAILED, error=exc), cause
+        return run_result(child.full_name, RunStatus.FAILED, error=exc, checkpoint_id=resume), cause
 
     async def _give_up_at_start(self, failed: dict[str, Exception]) -> dict[str, Any]:
         # OTP: a child that cannot start fails its supervisor's start; nothing ran, so the others just go.
         results, causes = {}, []
         for name, exc in failed.items():
-            results[name], cause = self._start_failed(name, exc)
+            results[name], cause = self._start_failed(name, exc, self._resume.get(name))
             causes.append(cause)
         for name, child in self._children.items():
             if name not in failed and child.actor is not None:
                 self._manager_.remove_child(child)
                 ray.kill(child.actor, no_restart=True)
                 child.actor = None
+                # Never ran: its result keeps where it was to resume from, as the manifest must.
+                results[name] = run_result(child.full_name, RunStatus.KILLED, checkpoint_id=self._resume.get(name))
         return await self._finish(results, "; ".join(causes))
 
     async def _stop_for_restart(self, child: Child, dead: str) -> dict[str, Any]:
@@ -359,7 +369,8 @@ class SupervisorActor(ControlMethods):
                     try:
                         await self._replace(self._children[member])
                     except Exception as exc:  # noqa: BLE001 - a restart that cannot start: reported, and the end
-                        results[member], cause = self._start_failed(member, exc)
+                        resume = await self._restart_point(self._children[member])
+                        results[member], cause = self._start_failed(member, exc, resume)
                         self._manager_.request_interrupt(
                             InterruptSource.SYSTEM, InterruptMode.GRACEFUL, cause, {"handler": "escalation", "cause": "start"}
                         )

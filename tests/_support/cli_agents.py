@@ -17,7 +17,7 @@ from typing import Any
 
 import kaizen_ray as kr
 
-__all__ = ["Ticker", "not_specs", "swarm"]
+__all__ = ["OtherTicker", "Ticker", "not_specs", "swarm"]
 
 TICK_S = 0.05  # per cycle: long enough for a test to catch a run going, short enough to finish soon
 
@@ -34,6 +34,10 @@ class Ticker(kr.BaseAutonomousAgent):
         n = state["n"] + 1
         done = state["goal"] is not None and n >= state["goal"]
         return kr.StepResult({**state, "n": n}, done=done, output=n if done else None)
+
+
+class OtherTicker(Ticker):
+    """Another agent class: ``run`` must not reuse a Ticker's actor for it."""
 
 
 def swarm() -> list[kr.ChildSpec]:

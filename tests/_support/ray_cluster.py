@@ -33,7 +33,7 @@ import pytest
 
 from tests._support.processes import Process, clean_env
 
-__all__ = ["RAY", "RayHead", "free_port", "ray_head"]
+__all__ = ["RAY", "RayHead", "free_port", "free_ports", "ray_head"]
 
 RAY = Path(sys.executable).parent / "ray"  # the venv's `ray`, beside this interpreter
 _START_S = 90.0  # a head with its dashboard on two busy cores
@@ -42,9 +42,21 @@ _RAYLET_SLOW = "The current node timed out during startup"
 
 def free_port() -> int:
     """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different TCP ports free on loopback right now.
+
+    All held open until all are picked: ports picked one by one (bind, close,
+    bind again) may come back the same, and a head given one port for two of
+    its components refuses to start.
+    """
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 @dataclass
@@ -99,20 +111,19 @@ def ray_head(
     ``RAY_AUTH_MODE=token``, this checkout on ``PYTHONPATH`` for the workers),
     with the venv's ``bin`` put first on ``PATH``.
     """
-    port = free_port()
+    port, agent_port, agent_grpc_port, runtime_env_port, metrics_port, client_port, dashboard_port = free_ports(7)
     # Short, under /tmp: Ray's socket paths inside it must stay within the 107 bytes of a Unix socket path.
     temp_dir = tempfile.mkdtemp(prefix="kr-ray-", dir="/tmp")
     env = _env_with_venv_first(head_env if head_env is not None else clean_env({"RAY_AUTH_MODE": "token"}))
     argv: list[object] = [
         RAY, "start", "--head", "--block", "--port", port, "--num-cpus", num_cpus, "--disable-usage-stats",
         "--temp-dir", temp_dir,
-        "--dashboard-agent-listen-port", free_port(), "--dashboard-agent-grpc-port", free_port(),
-        "--runtime-env-agent-port", free_port(), "--metrics-export-port", free_port(),
-        "--ray-client-server-port", free_port(),
+        "--dashboard-agent-listen-port", agent_port, "--dashboard-agent-grpc-port", agent_grpc_port,
+        "--runtime-env-agent-port", runtime_env_port, "--metrics-export-port", metrics_port,
+        "--ray-client-server-port", client_port,
     ]  # fmt: skip
     dashboard_url = None
     if dashboard:
-        dashboard_port = free_port()
         argv += ["--include-dashboard=true", "--dashboard-host", dashboard_host, "--dashboard-port", dashboard_port]
         dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     else:

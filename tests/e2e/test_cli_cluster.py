@@ -97,6 +97,10 @@ def test_a_detached_agent_is_listed_inspected_interrupted_and_resumed_from_other
     )
     assert not elsewhere.exists()
     _one_error_line(cluster.kaizen_ray("run", f"{AGENTS}:swarm", "--name", "t1", namespace=ns), "existing agent, not a supervisor")
+    _one_error_line(
+        cluster.kaizen_ray("run", f"{AGENTS}:OtherTicker", "--name", "t1", namespace=ns),
+        "'t1' is an agent of class tests._support.cli_agents.Ticker, not tests._support.cli_agents.OtherTicker",
+    )
 
     # Resumed from yet another process, on the same (finished) actor, until its --budget is spent.
     resumed = cluster.ok_json("run", f"{AGENTS}:Ticker", "--name", "t1", "--resume", "latest", "--budget", "0.05", namespace=ns)

@@ -112,6 +112,10 @@ def test_a_request_no_node_can_meet_fails_the_start_naming_child_and_option(ray_
     assert result["status"] == "failed"
     child = result["children"]["greedy"]
     assert child["status"] == "failed" and isinstance(child["error"], TimeoutError)
+    # Its sibling never ran: still reported (and kept in the manifest, with where it was to resume from).
+    assert set(result["children"]) == {"greedy", "fine"} and result["children"]["fine"]["status"] == "killed"
+    manifest = kr.load_checkpoint(result["checkpoint_id"], storage_path=storage)
+    assert manifest.state["children"] == {"greedy": None, "fine": None}  # a fresh start: no resume point
     for text in (str(child["error"]), result["error"]):
         assert "impossible/greedy" in text or "'greedy'" in text, text
         assert "'nope'" in text and "spawn_timeout_s=3.0" in text, text

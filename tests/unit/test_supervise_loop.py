@@ -226,3 +226,24 @@ def test_a_restarted_child_supervisor_with_no_manifest_of_this_run_resumes_lates
 
     asyncio.run(main())
     assert team.runs == [None, "latest"]
+
+
+def test_a_start_that_fails_keeps_every_childs_resume_point_for_the_manifest(monkeypatch):
+    """Resuming the manifest written then resumes each child from where it was to start, not from scratch."""
+    import kaizen_ray.runtime.supervisor_actor as module
+
+    killed: list[Any] = []
+    monkeypatch.setattr(module.ray, "kill", lambda actor, no_restart: killed.append(actor))
+    bad, fine = Child("bad"), Child("fine")
+    sup = supervisor("one_for_one", [bad, fine], resume={"bad": "ck-bad-7", "fine": "ck-fine-7"})
+    sup._manager_.remove_child = lambda child: None
+
+    async def finish(results, cause):
+        return {"children": results, "error": cause}
+
+    sup._finish = finish
+    result = asyncio.run(sup._give_up_at_start({"bad": TimeoutError("no node for it")}))
+    assert {n: (r["status"], r["checkpoint_id"]) for n, r in result["children"].items()} == {
+        "bad": ("failed", "ck-bad-7"), "fine": ("killed", "ck-fine-7"),
+    }
+    assert "could not start" in result["error"] and len(killed) == 1
