@@ -143,7 +143,9 @@ def _spawn_or_reuse(resolved: Any, name: str, storage: str | None, namespace: st
         if ray.get(existing.actor.running.remote(), timeout=10.0):
             raise CliError(f"{existing.kind} {name!r} is already running in namespace {namespace!r}: interrupt it first")
         _refuse_a_different_actor(existing, resolved, storage)
-        logger.info("reusing the existing %s %s (its run has ended)", existing.kind, name)
+        # This command's --timeout and --budget only: an earlier command's would still stop this run.
+        removed = ray.get(existing.actor.remove_handlers.remote(), timeout=10.0)
+        logger.info("reusing the existing %s %s (its run has ended; %d earlier handler(s) removed)", existing.kind, name, removed)
         return existing
     lifetime = "detached" if detach else None
     if resolved.kind == "agent":

@@ -219,6 +219,21 @@ class ControlMethods(RunControl):
 
     @ray.method(concurrency_group="control")
     async def remove_handler(self, key: str) -> None:
+        await self._remove_handler(key)
+
+    @ray.method(concurrency_group="control")
+    async def remove_handlers(self) -> int:
+        """Remove every timeout and budget handler added to this actor; how many.
+
+        What ``kaizen-ray run`` does before it reuses an actor whose run has
+        ended: the ``--timeout`` and ``--budget`` of an earlier command are not the new one's.
+        """
+        keys = [*self._system.timeouts, *self._system.scopes]
+        for key in keys:
+            await self._remove_handler(key)
+        return len(keys)
+
+    async def _remove_handler(self, key: str) -> None:
         scope = await self._system.remove(key)
         if scope is not None:
             await self._drop_scope(scope)

@@ -108,6 +108,10 @@ def test_a_detached_agent_is_listed_inspected_interrupted_and_resumed_from_other
     assert resumed["interrupt_reason"]["source"] == "system"
     assert resumed["interrupt_reason"]["metadata"]["handler"] == "budget"
     assert resumed["cycles"] > result["cycles"] and resumed["state"]["n"] == resumed["cycles"], (result, resumed)
+    # The next command's handlers are its own: the spent --budget of the last one is gone, its --timeout stops it.
+    again = cluster.ok_json("run", f"{AGENTS}:Ticker", "--name", "t1", "--resume", "latest", "--timeout", "1", namespace=ns)
+    assert again["status"] == "interrupted" and again["interrupt_reason"]["metadata"]["handler"] == "timeout", again
+    assert again["cycles"] > resumed["cycles"], (resumed, again)
 
     # A blocking run of a new agent, stopped by its --timeout (the actor goes with the command).
     # With --progress: its bar (its name, its spend against --budget) on stderr, the result alone on stdout.
