@@ -211,7 +211,7 @@ class CheckpointStoreLogic:
     def _raise_failure(self, root: Path | str | None, agent: str | None) -> None:
         """Raise (once) the first failed flush of ``agent`` under ``root``; None matches any."""
         for key in list(self._failures):
-            if root in (None, key[0]) and agent in (None, key[1]):
+            if _covers(key, root, agent):
                 raise self._failures.pop(key)
 
     async def save(
@@ -276,10 +276,7 @@ class CheckpointStoreLogic:
         not behind a swarm's other writes.
         """
         root = resolve_storage_path(storage_path) if storage_path else None
-        queues = [
-            queue for (queued_root, queued_agent), queue in list(self._queues.items())
-            if root in (None, queued_root) and agent in (None, queued_agent)
-        ]
+        queues = [queue for key, queue in list(self._queues.items()) if _covers(key, root, agent)]
         await asyncio.gather(*(queue.join() for queue in queues))
         self._raise_failure(root, agent)
 
@@ -343,6 +340,11 @@ class CheckpointStore:
 
     async def ping(self) -> bool:
         return True
+
+
+def _covers(key: tuple[Path | str, str], root: Path | str | None, agent: str | None) -> bool:
+    """Whether a ``(storage root, agent)`` key is among those a flush of ``root`` and ``agent`` covers (None: any)."""
+    return root in (None, key[0]) and agent in (None, key[1])
 
 
 def _size(data: Any) -> int:
