@@ -80,6 +80,8 @@ class SystemHandlers:
         if key in self.timeouts:
             del self.timeouts[key]
             scheduled = self._scheduled.pop(key, None)
+            if scheduled is not None:
+                self._current.discard(scheduled[0])  # no longer this run's: if it fires before the cancel, refused
             cancelled = await self._cancel_once_scheduled(*scheduled) if scheduled is not None else None
             if cancelled is not None:
                 await cancelled

@@ -237,6 +237,27 @@ def test_a_deadline_that_fires_after_its_run_ended_does_not_stop_the_next_run(ra
     forwarded = {**metadata, "forwarded_by": ["swarm"]}
     assert ray.get(handle._actor.request_interrupt.remote(source, mode, message, forwarded), timeout=WAIT_S) is True
 
+
+def test_a_deadline_of_a_handler_removed_mid_run_does_not_stop_the_run(ray_cluster, storage, tmp_path, cleanup):
+    """Removed, the deadline is no longer the run's: should it fire before its cancel lands, it is refused."""
+    handle = WaitsForRelease.spawn(config=config(storage), name="removed-deadline")
+    cleanup(handle)
+    timeout = kr.TimeoutInterruptHandler(timeout_seconds=600.0)
+    handle.add_handler(timeout)
+    task = {"marker": str(tmp_path / "in-step"), "release": str(tmp_path / "release"), "once": True}
+    ref = handle.start(task)
+    [key] = wait_until(lambda: list(deadlines_of(ray_cluster, handle.name)), "the run's deadline to reach the timer")
+    handle.remove_handler(timeout)
+
+    sent = _Sent()  # what the timer sends if the deadline fires now
+    _interrupt_target(key, {"target": sent, "name": handle.name, "started_at": time.time() - 600.0,
+                            "timeout_s": 600.0, "mode": "graceful"}, 0.0)
+    [(source, mode, message, metadata)] = sent.calls
+    assert ray.get(handle._actor.request_interrupt.remote(source, mode, message, metadata), timeout=WAIT_S) is False
+    (tmp_path / "release").touch()
+    result = ray.get(ref, timeout=WAIT_S)
+    assert result["status"] == "completed" and result["interrupt_reason"] is None
+
 def test_a_timer_actor_that_cannot_start_holds_up_no_run(ray_cluster, storage, cleanup):
     # The namespace's timer actor exists but can never be placed (it asks for CPUs no node has), as
     # a timer still starting is for a while: the run's cycles must not wait for it.
