@@ -160,13 +160,14 @@ def _refuse_a_different_actor(existing: Any, resolved: Any, storage: str | None)
     from kaizen_ray._cli.cluster import CliError
     from kaizen_ray.core.checkpoint import resolve_storage_path
     from kaizen_ray.core.checkpoint._paths import shown
+    from kaizen_ray.runtime.agent_actor import class_path
 
     wanted = "agent" if resolved.kind == "agent" else "supervisor"
     advice = "remove it with `kaizen-ray gc`, or pick another --name"
     if existing.kind != wanted:
         raise CliError(f"{existing.name!r} is an existing {existing.kind}, not a {wanted}: {advice}")
     if resolved.kind == "agent":
-        asked: Any = f"{resolved.agent_cls.__module__}.{resolved.agent_cls.__qualname__}"
+        asked: Any = class_path(resolved.agent_cls)  # as the actor's describe() says it
     else:
         asked = [spec.name for spec in resolved.children]
     if existing._made_of is not None and existing._made_of != asked:

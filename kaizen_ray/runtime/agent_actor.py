@@ -45,7 +45,7 @@ from kaizen_ray.runtime.checkpoints import get_or_create_store
 
 logger = logging.getLogger("kaizen_ray.runtime")
 
-__all__ = ["AgentActor", "AgentRuntime", "ControlMethods"]
+__all__ = ["AgentActor", "AgentRuntime", "ControlMethods", "class_path"]
 
 
 class AgentRuntime:
@@ -163,6 +163,15 @@ class AgentRuntime:
     def status(self) -> dict[str, Any]:
         """The agent's status dict (phase, cycle, cost, interrupt, budget)."""
         return self.agent.status()
+
+
+def class_path(cls: type) -> str:
+    """``module.QualName`` of an agent class: how an actor says what it is made of (``describe()``).
+
+    >>> class_path(AgentRuntime)
+    'kaizen_ray.runtime.agent_actor.AgentRuntime'
+    """
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _from_a_stale_deadline(metadata: dict[str, Any] | None, system: SystemHandlers) -> bool:
@@ -342,8 +351,7 @@ class AgentActor(ControlMethods):
     @ray.method(concurrency_group="control")
     def _made_of(self) -> str:
         """Its agent class, ``module.QualName``: what ``kaizen-ray run`` checks before it reuses this actor."""
-        cls = type(self._runtime.agent)
-        return f"{cls.__module__}.{cls.__qualname__}"
+        return class_path(type(self._runtime.agent))
 
     async def use_budget_scope(self, scope: Any) -> None:
         """Charge ``scope`` too (a supervisor's shared budget)."""
