@@ -325,6 +325,14 @@ class SupervisorConfig(_Config):
     one more and the supervisor gives up: it stops the other children
     gracefully and reports ``"failed"``.
 
+    The supervisor's bounds on its own stop, above each child's own (OTP's
+    ``shutdown``): a GRACEFUL stop not finished ``graceful_shutdown_timeout``
+    seconds after the supervisor accepted it becomes IMMEDIATE (SYSTEM,
+    handler ``"escalation"``), forwarded to every child; an IMMEDIATE one not
+    finished ``immediate_shutdown_timeout`` seconds after it was accepted
+    kills the children still running (each reports ``"killed"``, from its
+    last durable checkpoint, and is not restarted).
+
     >>> SupervisorConfig(strategy="one_for_all", max_restarts=5).restart_window_s
     5.0
     """

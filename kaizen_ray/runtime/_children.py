@@ -159,6 +159,8 @@ class Child:
         self.storage_path = storage_path
         self.actor: Any = None
         self.task: asyncio.Task[dict[str, Any]] | None = None
+        # Set (with the stop's reason) by its supervisor to kill the current run's actor (see watch_run).
+        self.kill: asyncio.Future[Any] | None = None
         self._captured: list[Any] | None = None  # the sends made while joining a manager
 
     def request_interrupt_nowait(self, source: Any, mode: Any, reason: str = "", metadata: dict[str, Any] | None = None) -> Any:
@@ -246,12 +248,13 @@ class Child:
     def start(self, store: Any, task: Any, resume: str | None, progress: bool = False) -> None:
         """Start the child's run on its spec's task (else ``task``), watched to its result dict (with a progress bar if asked)."""
         spec_task = self.spec.task if self.spec.task is not None else task
+        self.kill = asyncio.get_running_loop().create_future()
         self.task = asyncio.ensure_future(self._watch(store, spec_task, resume, progress))
 
     async def _watch(self, store: Any, task: Any, resume: str | None, progress: bool) -> dict[str, Any]:
         if self.spec.kind == "supervisor":
             # Its "latest" resumes each of its children from their own latest checkpoint.
-            return await watch_supervisor(self.actor, self.full_name, self.storage_path, store, task, resume, progress)
+            return await watch_supervisor(self.actor, self.full_name, self.storage_path, store, task, resume, progress, self.kill)
         if resume == "latest" and not await store.candidates.remote(self.storage_path, self.full_name):
             resume = None  # died before its first checkpoint: it starts afresh
-        return await watch_run(self.actor, self.full_name, self.storage_path, store, task, resume, progress)
+        return await watch_run(self.actor, self.full_name, self.storage_path, store, task, resume, progress, self.kill)

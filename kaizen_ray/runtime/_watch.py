@@ -46,20 +46,29 @@ __all__ = [
 
 
 async def watch_run(
-    actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
+    actor: Any, agent: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False,
+    kill: asyncio.Future[InterruptReason | None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``actor.run(task, resume, progress)`` to its result dict, killing the actor past its kill deadline."""
+    """Run ``actor.run(task, resume, progress)`` to its result dict, killing the actor past its kill deadline.
+
+    ``kill``: set by a supervisor whose own stop passed its bound (see
+    ``kaizen_ray.core._stop_bounds``), with the stop's reason: the actor is
+    killed then, as at its own deadline, and reported ``"killed"`` with that reason.
+    """
     run_fut = asyncio.wrap_future(actor.run.remote(task, resume, progress).future())
     kill_fut = asyncio.wrap_future(actor.wait_kill_deadline.remote().future())
-    done, _ = await asyncio.wait({run_fut, kill_fut}, return_when=asyncio.FIRST_COMPLETED)
+    waits = {run_fut, kill_fut} if kill is None else {run_fut, kill_fut, kill}
+    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     snapshot = None
     if kill_fut in done:
         try:
             snapshot = kill_fut.result()
         except RayActorError:
             snapshot = None
+    elif kill is not None and kill in done:
+        snapshot = {"interrupt_reason": kill.result()}
     if snapshot is not None and not run_fut.done():
-        logger.warning("killing %s: its IMMEDIATE stop passed immediate_shutdown_timeout", agent)
+        logger.warning("killing %s: its IMMEDIATE stop passed its immediate_shutdown_timeout", agent)
         ray.kill(actor, no_restart=True)
         try:
             data = await run_fut  # won the race after all
@@ -228,25 +237,43 @@ class PickledResult:
 
 
 async def watch_supervisor(
-    actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False
+    actor: Any, name: str, storage_path: str, store: Any, task: Any, resume: str | None, progress: bool = False,
+    kill: asyncio.Future[InterruptReason | None] | None = None,
 ) -> dict[str, Any]:
-    """Run a supervisor's ``run(task, resume)`` to its result dict, or to a ``"killed"`` one if its actor dies."""
+    """Run a supervisor's ``run(task, resume)`` to its result dict, or to a ``"killed"`` one if its actor dies.
+
+    ``kill``: as for :func:`watch_run` (the parent's bound passed): the actor is
+    killed, its tree with it, and reported ``"killed"`` with the parent's reason.
+    """
     try:
         # Asked before the run: once the actor is dead, nobody can say who its children were.
         layout = await actor.children_layout.remote()
     except RayActorError as exc:
         return await supervisor_killed_result(name, storage_path, store, {}, exc)
+    run_fut = asyncio.wrap_future(actor.run.remote(task, resume, progress).future())
+    if kill is not None:
+        await asyncio.wait({run_fut, kill}, return_when=asyncio.FIRST_COMPLETED)
+        if kill.done() and not run_fut.done():
+            logger.warning("killing supervisor %s: its parent's IMMEDIATE stop passed its immediate_shutdown_timeout", name)
+            ray.kill(actor, no_restart=True)
+            try:
+                return pickle.loads(await run_fut)  # won the race after all
+            except Exception:  # noqa: BLE001 - died as it was killed, or failed as it was: the kill is the story
+                return await supervisor_killed_result(name, storage_path, store, layout, None, kill.result())
     try:
-        return pickle.loads(await actor.run.remote(task, resume, progress))
+        return pickle.loads(await run_fut)
     except RayActorError as exc:
         logger.warning("the actor of supervisor %s died during its run: %s", name, death_cause(exc))
         return await supervisor_killed_result(name, storage_path, store, layout, exc)
 
 
 async def supervisor_killed_result(
-    name: str, storage_path: str, store: Any, layout: dict[str, dict[str, Any]], error: BaseException
+    name: str, storage_path: str, store: Any, layout: dict[str, dict[str, Any]], error: BaseException | None,
+    reason: InterruptReason | None = None,
 ) -> dict[str, Any]:
     """The result of a supervisor whose actor died: its last manifest and each child's last durable checkpoint.
+
+    ``error``: why it died (None: killed on purpose, by its parent's bound, for ``reason``).
 
     ``layout`` maps each child's short name to its actor name (``agent``),
     ``namespace``, ``storage_path`` and ``kind``, as the supervisor's
@@ -262,9 +289,9 @@ async def supervisor_killed_result(
 
     async def report(w: dict[str, Any]) -> dict[str, Any]:
         if w.get("kind") == "supervisor":  # it died with its parent, and its children with it
-            return await supervisor_killed_result(w["agent"], w["storage_path"], store, w["children"], error)
-        # Its children died with it: none of them saw an interrupt or raised anything of its own.
-        return await killed_result(w["agent"], w["storage_path"], store, None, None)
+            return await supervisor_killed_result(w["agent"], w["storage_path"], store, w["children"], error, reason)
+        # Its children died with it: none raised anything of its own, and only a kill for a stop had a reason.
+        return await killed_result(w["agent"], w["storage_path"], store, reason, None)
 
     results = await asyncio.gather(*(report(w) for w in layout.values()))
     children = dict(zip(layout, results, strict=True))
@@ -274,7 +301,8 @@ async def supervisor_killed_result(
         RunStatus.KILLED,
         children=children,
         checkpoint_id=manifest.id if manifest is not None else None,
-        error=gone(name, error, "its supervisor actor died during its run"),
+        interrupt_reason=reason,
+        error=gone(name, error, "its supervisor actor died during its run") if error is not None else None,
     )
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import ray
 
+from kaizen_ray.core._stop_bounds import StopBounds
 from kaizen_ray.core.checkpoint import (
     Checkpoint,
     CheckpointStatus,
@@ -130,6 +131,8 @@ class SupervisorActor(ControlMethods):
         # The run moves the phase on its loop; an accepted interrupt moves it on a control thread.
         self._phase_lock = threading.Lock()
         self._phase = SupervisorPhase.IDLE
+        self._loop: asyncio.AbstractEventLoop | None = None  # the run's (its children's tasks are on it)
+        self._bounds = StopBounds(name, self._manager_, config, self._kill_stragglers_soon)
         self._manager_.add_listener(self._on_interrupt)
 
     def __repr__(self) -> str:
@@ -150,6 +153,22 @@ class SupervisorActor(ControlMethods):
         with self._phase_lock:
             if self._phase is SupervisorPhase.RUNNING:
                 self._phase = SupervisorPhase.STOPPING
+        self._bounds.arm(mode)  # the tree's bound on this stop (nothing between runs)
+
+    def _kill_stragglers_soon(self) -> None:
+        # On the deadline thread: the children's tasks belong to the run's loop.
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._kill_stragglers)
+            except RuntimeError:
+                pass  # the loop is closed: no run, nothing to kill
+
+    def _kill_stragglers(self) -> None:
+        """Have the children still running killed: their watchers report them ``"killed"`` (not restarted: stopping)."""
+        for child in self._children.values():
+            if child.task is not None and not child.task.done() and child.kill is not None and not child.kill.done():
+                child.kill.set_result(self._manager_.reason)
 
     @ray.method(concurrency_group="control")
     async def children_layout(self) -> dict[str, dict[str, Any]]:
@@ -294,6 +313,9 @@ class SupervisorActor(ControlMethods):
             if mgr.is_interrupted() and mgr.generation == self._handled_generation:
                 mgr.reset()  # the last run stopped for it; a request made since would still count
             await self._system.run_started()  # its deadlines count from here, the children's start-up included
+            self._loop = asyncio.get_running_loop()
+            self._bounds.begin()
+            self._bounds.arm(mgr.mode)  # an interrupt standing as the run starts is bounded from now
             try:
                 resume, restarts = await resume_points(self._store, self._storage_path, self._name, list(self._children), resume_from_checkpoint)
                 self._restarts = self._restarts if restarts is None else restarts
@@ -309,6 +331,7 @@ class SupervisorActor(ControlMethods):
                     self._start(child, task, resume.get(name))
                 results, cause = await self._supervise(task)
             finally:
+                self._bounds.disarm()  # the children are done (or never started): nothing left to bound
                 await self._system.run_ended()
             return await self._finish(results, cause)
         finally:

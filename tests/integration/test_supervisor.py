@@ -19,7 +19,8 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
-from tests._support.ray_agents import Counter, expected_state, wait_for_checkpointed_cycle
+from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, expected_state, wait_for_checkpointed_cycle
+from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -171,3 +172,81 @@ def test_children_spawned_after_the_interrupt_stop_at_their_first_boundary(ray_c
         assert child["interrupt_reason"].message == "not today"
         assert child["interrupt_reason"].metadata["propagated_from"] == "lvl"
         assert kr.load_checkpoint(child["checkpoint_id"], storage).agent == f"lvl/{name}"
+
+
+# -- the supervisor's own bounds on a stop (SupervisorConfig's shutdown timeouts) --------------------
+
+
+def _one_stuck_child(storage: Path, name: str, cls: type, child_config: dict[str, float], **sup_bounds: float) -> tuple[Any, Any, Path]:
+    """A supervisor of one child whose cycle 2 never ends on its own; its run started, the step in flight."""
+    marker = storage.parent / f"{name}-in-step"
+    config = kr.AutonomousConfig(storage_path=storage, **child_config)
+    sup = spawn(name, storage, [kr.ChildSpec(cls, name="w", config=config, task={"marker": str(marker)})], **sup_bounds)
+    ref = sup.start()
+    wait_until(marker.exists, f"{marker} (cycle 2 of {name}/w in flight)", timeout=WAIT_S, poll=0.01)
+    return sup, ref, marker
+
+
+def test_a_graceful_stop_of_the_tree_becomes_immediate_at_the_supervisors_graceful_timeout(ray_cluster, storage, cleanup):
+    # The child would let its cycle run to its end (BLOCK_S), then wait its own 600 s bound: only the
+    # supervisor's 0.5 s bound can make this stop IMMEDIATE within the wait.
+    sup, ref, _ = _one_stuck_child(
+        storage, "bounded", AwaitsForever, {"graceful_shutdown_timeout": 600.0}, graceful_shutdown_timeout=0.5
+    )
+    cleanup(sup)
+
+    assert sup.request_interrupt(kr.InterruptSource.PROGRAMMATIC, kr.InterruptMode.GRACEFUL, "wind down") is True
+    result = ray.get(ref, timeout=WAIT_S)
+
+    child = result["children"]["w"]
+    assert (result["status"], child["status"], child["mode"]) == ("interrupted", "interrupted", "immediate")
+    assert child["interrupt_reason"].message == "wind down"  # the first reason stays the reason
+    assert child["state"]["n"] == 1  # cycle 2 was cancelled: the checkpoint holds the last committed state
+    escalation = sup.interrupt_manager.history[-1]
+    assert (escalation.source, escalation.mode) == (kr.InterruptSource.SYSTEM, kr.InterruptMode.IMMEDIATE)
+    assert escalation.metadata == {"handler": "escalation", "graceful_shutdown_timeout": 0.5}
+
+
+def test_an_immediate_stop_of_the_tree_kills_the_children_still_running_at_the_supervisors_immediate_timeout(
+    ray_cluster, storage, cleanup
+):
+    # A thread cannot be cancelled: the child would wait BLOCK_S for it (its own bound is 600 s).
+    sup, ref, _ = _one_stuck_child(
+        storage, "capped", BlocksForever, {"immediate_shutdown_timeout": 600.0}, immediate_shutdown_timeout=0.5
+    )
+    cleanup(sup)
+
+    assert sup.request_interrupt(kr.InterruptSource.PROGRAMMATIC, kr.InterruptMode.IMMEDIATE, "now") is True
+    result = ray.get(ref, timeout=WAIT_S)
+
+    child = result["children"]["w"]
+    assert (result["status"], child["status"], result["restarts"]) == ("interrupted", "killed", 0)  # stopping: no restart
+    assert child["interrupt_reason"].message == "now" and child["error"] is None  # killed for the stop, not crashed
+    # Its last durable checkpoint stays valid, and names the state after cycle 1.
+    assert kr.load_checkpoint(child["checkpoint_id"], storage_path=storage).state["n"] == 1
+
+
+def test_the_roots_immediate_bound_kills_a_child_supervisor_still_stopping_and_its_tree_with_it(ray_cluster, storage, cleanup):
+    marker = storage.parent / "leaf-in-step"
+    leaf = kr.ChildSpec(
+        BlocksForever, name="leaf", task={"marker": str(marker)},
+        config=kr.AutonomousConfig(storage_path=storage, immediate_shutdown_timeout=600.0),
+    )  # fmt: skip
+    middle = kr.ChildSpec(
+        kr.Supervisor, name="mid", children=[leaf],
+        config=kr.SupervisorConfig(storage_path=storage, immediate_shutdown_timeout=600.0),
+    )  # fmt: skip
+    root = spawn("root", storage, [middle], immediate_shutdown_timeout=0.5)
+    cleanup(root)
+    ref = root.start()
+    wait_until(marker.exists, f"{marker} (cycle 2 of root/mid/leaf in flight)", timeout=WAIT_S, poll=0.01)
+
+    assert root.request_interrupt(kr.InterruptSource.PROGRAMMATIC, kr.InterruptMode.IMMEDIATE, "all of it") is True
+    result = ray.get(ref, timeout=WAIT_S)
+
+    mid = result["children"]["mid"]
+    assert (result["status"], mid["status"], mid["error"]) == ("interrupted", "killed", None)
+    assert mid["interrupt_reason"].message == "all of it"
+    leaf_result = mid["children"]["leaf"]
+    assert leaf_result["status"] == "killed" and leaf_result["interrupt_reason"].message == "all of it"
+    assert kr.load_checkpoint(leaf_result["checkpoint_id"], storage_path=storage).state["n"] == 1
