@@ -3,8 +3,8 @@
 Each benchmark is a module of this package with ``main(argv) -> bool``: it
 measures figures against a baseline taken in the same run, prints a table,
 writes ``benchmarks/results/<name>.json`` and returns whether its targets
-were met. This runner calls each in turn (``--quick``: a few iterations, the
-CI smoke test), then writes ``benchmarks/results/summary.md``, one table
+were met. This runner runs each in turn, each in a fresh interpreter
+(``--quick``: a few iterations, the CI smoke test), then writes ``benchmarks/results/summary.md``, one table
 (figure | baseline | goal | value | ratio | met).
 
 ``python -m benchmarks --readme`` (``make bench-readme``) runs nothing: it
@@ -34,7 +34,9 @@ import argparse
 import importlib
 import json
 import logging
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -43,9 +45,10 @@ from typing import Any
 
 from benchmarks import _report
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 
 # One line per benchmark module (``benchmarks/<name>.py``), cheapest first:
 # registering a new benchmark is adding its name here.
@@ -97,37 +100,49 @@ def _rows_from(data: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _shutdown_ray() -> None:
-    """A benchmark that crashed may leave its Ray up; the next one starts its own."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
-
-
 def run_one(name: str, quick: bool) -> Outcome:
-    """Import ``benchmarks.<name>`` and call its ``main``; a crash is caught and described."""
+    """Run ``benchmarks.<name>`` in a fresh interpreter and collect its figures; a crash is caught and described.
+
+    A process per benchmark, as pyperf runs its workers: what one benchmark
+    leaves behind (threads, a heap to collect, a Ray still winding down) must
+    not weigh on the next one's measured side, which does more of its work in
+    threads and on the heap than its baseline does.
+    """
     outcome = Outcome(name)
     result_file = RESULTS / f"{name}.json"
     result_file.unlink(missing_ok=True)  # a stale file must not pass for this run's figures
     started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kaizen-bench-") as scratch:
+        told = Path(scratch) / "outcome.json"
+        command = [sys.executable, "-m", "benchmarks", "--one", name, "--outcome", str(told), *(["--quick"] if quick else [])]
+        code = subprocess.call(command, cwd=ROOT)  # noqa: S603 - our own interpreter and module
+        said = json.loads(told.read_text()) if told.is_file() else {"crashed": f"exited with code {code} before saying how it went"}
+    outcome.seconds = time.perf_counter() - started
+    outcome.met, outcome.crashed = said.get("met"), said.get("crashed")
+    if outcome.crashed is None:
+        if not result_file.is_file():
+            outcome.crashed = f"FileNotFoundError: benchmarks.{name} wrote no {result_file}"
+        else:
+            outcome.rows = _rows_from(json.loads(result_file.read_text()))
+    return outcome
+
+
+def _run_here(name: str, quick: bool, told: Path) -> int:
+    """In the child of :func:`run_one`: call ``benchmarks.<name>.main`` and write how it went to ``told``."""
+    said: dict[str, Any]
     try:
         module = importlib.import_module(f"benchmarks.{name}")
         met = module.main(["--quick"] if quick else [])
         if not isinstance(met, bool):
             raise TypeError(f"benchmarks.{name}.main returned {met!r}; expected a bool (target met)")
-        outcome.met = met
-        if not result_file.is_file():
-            raise FileNotFoundError(f"benchmarks.{name} wrote no {result_file}")
-        outcome.rows = _rows_from(json.loads(result_file.read_text()))
+        said = {"met": met}
     except BaseException as exc:  # noqa: BLE001 - SystemExit from argparse is a crash too; Ctrl+C is not
         if isinstance(exc, KeyboardInterrupt):
             raise
         traceback.print_exc()
-        outcome.crashed = f"{type(exc).__name__}: {exc}"
-    finally:
-        _shutdown_ray()
-        outcome.seconds = time.perf_counter() - started
-    return outcome
+        said = {"crashed": f"{type(exc).__name__}: {exc}"}
+    told.write_text(json.dumps(said))
+    return 0
 
 
 def summary(outcomes: list[Outcome], quick: bool) -> str:
@@ -165,8 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=REGISTERED, metavar="NAME", help=f"only these: {', '.join(REGISTERED)}")
     parser.add_argument("--strict", action="store_true", help="also fail when a target is missed")
     parser.add_argument("--readme", action="store_true", help="run nothing: rewrite the README's table from the last results")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # the runner's child: run this one benchmark here
+    parser.add_argument("--outcome", type=Path, help=argparse.SUPPRESS)  # where the child says how it went
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.one is not None:
+        if args.outcome is None:
+            parser.error("--one needs --outcome")
+        return _run_here(args.one, args.quick, args.outcome)
     if args.readme:
         print(f"written: {update_readme()}")
         return 0
