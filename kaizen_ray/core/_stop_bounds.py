@@ -16,7 +16,7 @@ its children's, as OTP's ``shutdown`` sits above a child's own clean-up:
   from its last durable checkpoint, and is not restarted (the supervisor is
   stopping).
 
-Both count only while a run goes (:meth:`StopBounds.arm` is called by the
+A bound of None is not armed. Both count only while a run goes (:meth:`StopBounds.arm` is called by the
 supervisor for an interrupt accepted during a run, or standing when one
 starts) and are dropped when the run's children are done (:meth:`disarm`):
 a bound that fires after that does nothing, so it cannot stop the next run.
@@ -64,8 +64,8 @@ class StopBounds:
     ) -> None:
         self._name = name
         self._manager = manager
-        self._graceful_s = float(config.graceful_shutdown_timeout)
-        self._immediate_s = float(config.immediate_shutdown_timeout)
+        self._graceful_s: float | None = config.graceful_shutdown_timeout
+        self._immediate_s: float | None = config.immediate_shutdown_timeout
         self._kill_stragglers = kill_stragglers
         self._scheduler = scheduler
         self._lock = threading.Lock()
@@ -92,8 +92,9 @@ class StopBounds:
         sched = self._sched()
         if mode is InterruptMode.IMMEDIATE:
             sched.cancel(escalation)
-            sched.call_later(kill, self._immediate_s, lambda: self._kill_due(run))
-        else:
+            if self._immediate_s is not None:
+                sched.call_later(kill, self._immediate_s, lambda: self._kill_due(run))
+        elif self._graceful_s is not None:
             sched.call_later(escalation, self._graceful_s, lambda: self._escalate(run))
 
     def disarm(self) -> None:

@@ -325,13 +325,14 @@ class SupervisorConfig(_Config):
     one more and the supervisor gives up: it stops the other children
     gracefully and reports ``"failed"``.
 
-    The supervisor's bounds on its own stop, above each child's own (OTP's
-    ``shutdown``): a GRACEFUL stop not finished ``graceful_shutdown_timeout``
-    seconds after the supervisor accepted it becomes IMMEDIATE (SYSTEM,
-    handler ``"escalation"``), forwarded to every child; an IMMEDIATE one not
-    finished ``immediate_shutdown_timeout`` seconds after it was accepted
-    kills the children still running (each reports ``"killed"``, from its
-    last durable checkpoint, and is not restarted).
+    The supervisor's own bounds on a stop of the whole tree, above each
+    child's own (OTP's ``shutdown``); None (the default): none, each child's
+    ``AutonomousConfig`` bounds its own stop. A GRACEFUL stop not finished
+    ``graceful_shutdown_timeout`` seconds after the supervisor accepted it
+    becomes IMMEDIATE (SYSTEM, handler ``"escalation"``), forwarded to every
+    child; an IMMEDIATE one not finished ``immediate_shutdown_timeout``
+    seconds after it was accepted kills the children still running (each
+    reports ``"killed"``, from its last durable checkpoint, and is not restarted).
 
     >>> SupervisorConfig(strategy="one_for_all", max_restarts=5).restart_window_s
     5.0
@@ -343,13 +344,16 @@ class SupervisorConfig(_Config):
     # strict: True is not "1 restart", nor 2.5 "2".
     max_restarts: int = Field(default=3, ge=0, strict=True)
     restart_window_s: float = 5.0
-    graceful_shutdown_timeout: float = 5.0
-    immediate_shutdown_timeout: float = 5.0
+    # None: the children's own bounds only (a bound here would cut a child's longer one short).
+    graceful_shutdown_timeout: float | None = None
+    immediate_shutdown_timeout: float | None = None
     storage_path: Path | str | None = None
 
     @field_validator("restart_window_s", "graceful_shutdown_timeout", "immediate_shutdown_timeout", mode="after")
     @classmethod
-    def _seconds(cls, value: float, info: Any) -> float:
+    def _seconds(cls, value: float | None, info: Any) -> float | None:
+        if value is None:
+            return None
         value = _seconds(value, info.field_name)
         if info.field_name == "restart_window_s" and value == 0:
             raise ValueError(f"restart_window_s must be > 0 seconds, got {value!r}")

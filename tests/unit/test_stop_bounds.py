@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from kaizen_ray.core._stop_bounds import StopBounds
+from kaizen_ray.core.config import SupervisorConfig
 from kaizen_ray.core.deadlines import DeadlineScheduler
+from kaizen_ray.core.errors import ConfigError
 from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptSource
 
 FAR_S = 3600.0
@@ -120,3 +122,21 @@ def test_the_kill_bound_fires_only_for_its_own_run(scheduler):
     bounds.begin()
     bounds.arm(InterruptMode.IMMEDIATE)
     assert killed.wait(10)
+
+
+def test_by_default_a_supervisor_has_no_bound_of_its_own_and_arms_none():
+    assert (SupervisorConfig().graceful_shutdown_timeout, SupervisorConfig().immediate_shutdown_timeout) == (None, None)
+    sched = Recording()
+    bounds = StopBounds("sup", InterruptManager(), SupervisorConfig(), lambda: None, sched)
+    bounds.begin()
+    bounds.arm(InterruptMode.GRACEFUL)
+    bounds.arm(InterruptMode.IMMEDIATE)
+    assert sched.pending == {}
+
+
+@pytest.mark.parametrize("field", ["graceful_shutdown_timeout", "immediate_shutdown_timeout"])
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "soon"])
+def test_a_bad_bound_is_refused_with_an_error_naming_the_field_and_the_value(field, bad):
+    with pytest.raises(ConfigError) as caught:
+        SupervisorConfig(**{field: bad})
+    assert field in str(caught.value) and repr(bad).strip("'") in str(caught.value)
