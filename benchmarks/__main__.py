@@ -4,8 +4,9 @@ Each benchmark is a module of this package with ``main(argv) -> bool``: it
 measures figures against a baseline taken in the same run, prints a table,
 writes ``benchmarks/results/<name>.json`` and returns whether its targets
 were met. This runner runs each in turn, each in a fresh interpreter
-(``--quick``: a few iterations, the CI smoke test), then writes ``benchmarks/results/summary.md``, one table
-(figure | baseline | goal | value | ratio | met).
+(``--quick``: a few iterations, the CI smoke test), then writes
+``benchmarks/results/summary.md``, one table (figure | baseline | goal |
+value | ratio | met).
 
 ``python -m benchmarks --readme`` (``make bench-readme``) runs nothing: it
 rewrites the README's table, between ``<!-- bench-table:start -->`` and

@@ -59,16 +59,16 @@ async def watch_run(
     kill_fut = asyncio.wrap_future(actor.wait_kill_deadline.remote().future())
     waits = {run_fut, kill_fut} if kill is None else {run_fut, kill_fut, kill}
     done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    snapshot = None
+    snapshot, why = None, "its IMMEDIATE stop passed immediate_shutdown_timeout"
     if kill_fut in done:
         try:
             snapshot = kill_fut.result()
         except RayActorError:
             snapshot = None
     elif kill is not None and kill in done:
-        snapshot = {"interrupt_reason": kill.result()}
+        snapshot, why = {"interrupt_reason": kill.result()}, "its supervisor's IMMEDIATE stop passed the supervisor's bound"
     if snapshot is not None and not run_fut.done():
-        logger.warning("killing %s: its IMMEDIATE stop passed its immediate_shutdown_timeout", agent)
+        logger.warning("killing %s: %s", agent, why)
         ray.kill(actor, no_restart=True)
         try:
             data = await run_fut  # won the race after all
@@ -254,7 +254,7 @@ async def watch_supervisor(
     if kill is not None:
         await asyncio.wait({run_fut, kill}, return_when=asyncio.FIRST_COMPLETED)
         if kill.done() and not run_fut.done():
-            logger.warning("killing supervisor %s: its parent's IMMEDIATE stop passed its immediate_shutdown_timeout", name)
+            logger.warning("killing supervisor %s: its parent's IMMEDIATE stop passed the parent's bound", name)
             ray.kill(actor, no_restart=True)
             try:
                 return pickle.loads(await run_fut)  # won the race after all

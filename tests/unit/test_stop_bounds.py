@@ -116,7 +116,7 @@ def test_a_bound_that_fires_after_its_run_does_nothing_even_while_the_next_run_g
     assert manager.history == [] and kills == []
 
 
-def test_the_kill_bound_fires_only_for_its_own_run(scheduler):
+def test_an_immediate_stop_accepted_first_kills_the_stragglers_at_its_bound(scheduler):
     killed = threading.Event()
     bounds = StopBounds("sup", InterruptManager(), config(immediate_s=0.01), killed.set, scheduler)
     bounds.begin()
