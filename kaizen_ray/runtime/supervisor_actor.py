@@ -13,7 +13,11 @@
   this run (else from where this run started it) per
   its restart policy and the strategy, while fewer than ``max_restarts``
   restarts happened within ``restart_window_s``; one more and the supervisor
-  stops the other children gracefully and reports ``"failed"``.
+  stops the other children gracefully and reports ``"failed"`` (the loop is
+  :class:`kaizen_ray.runtime._supervising.Supervising`).
+* Its own bounds on a stop of the tree, when ``SupervisorConfig`` sets them
+  (:mod:`kaizen_ray.core._stop_bounds`): a GRACEFUL stop escalated to
+  IMMEDIATE, then the children still running killed.
 * The supervisor's checkpoint is a manifest of its children's checkpoints (a
   child supervisor's manifest, in a tree); resuming it resumes every child from its own. It goes to the supervisor's
   own storage path, else beside its children when they share one, else to
@@ -28,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from typing import Any
 
 import ray
@@ -40,33 +43,14 @@ from kaizen_ray.core.checkpoint import (
     new_checkpoint_id,
 )
 from kaizen_ray.core.config import ChildSpec, RestartPolicy, SupervisorConfig
-from kaizen_ray.core.interrupts import (
-    InterruptManager,
-    InterruptMode,
-    InterruptReason,
-    InterruptSource,
-)
+from kaizen_ray.core.interrupts import InterruptManager, InterruptMode, InterruptReason
 from kaizen_ray.core.results import RunStatus, end_line, run_result, supervisor_result
-from kaizen_ray.core.supervision import (
-    ChildExit,
-    SupervisorPhase,
-    add_restart,
-    check_transition,
-    children_to_restart,
-    classify_exit,
-    should_restart,
-    supervisor_status,
-)
-from kaizen_ray.runtime._children import (
-    Child,
-    exit_cause,
-    resume_points,
-    spawn_all,
-    tree_layout,
-)
+from kaizen_ray.core.supervision import SupervisorPhase, check_transition, supervisor_status
+from kaizen_ray.runtime._children import Child, resume_points, spawn_all, tree_layout
 from kaizen_ray.runtime._run_control import settle
 from kaizen_ray.runtime._system import SystemHandlers
 from kaizen_ray.runtime._store_sink import StoreSink
+from kaizen_ray.runtime._supervising import Supervising
 from kaizen_ray.runtime.agent_actor import ControlMethods
 from kaizen_ray.runtime.checkpoints import get_or_create_store
 
@@ -81,20 +65,8 @@ async def _awaited(ref: Any) -> Any:
     return await ref
 
 
-def _run_result_of(child: Child, finished: asyncio.Task[dict[str, Any]]) -> dict[str, Any]:
-    """A child's result dict; a run that raised before its first cycle (its ``initial_state``, a
-    checkpoint to resume from that is gone) is that child failing, not its supervisor."""
-    try:
-        return finished.result()
-    except Exception as exc:  # noqa: BLE001 - the child's failure, reported in its result with its type
-        cause = getattr(exc, "cause", None)  # a RayTaskError carries the actor's own exception
-        error = cause if isinstance(cause, BaseException) else exc
-        logger.error("child %s failed before its first cycle: %r", child.full_name, error)
-        return run_result(child.full_name, RunStatus.FAILED, error=error)
-
-
 @ray.remote(concurrency_groups={"control": 16}, max_restarts=0)
-class SupervisorActor(ControlMethods):
+class SupervisorActor(Supervising, ControlMethods):
     """The Ray actor of a supervisor. Made by ``kr.Supervisor.spawn(...)``."""
 
     _kind = "supervisor"
@@ -276,17 +248,6 @@ class SupervisorActor(ControlMethods):
                 results[name] = run_result(child.full_name, RunStatus.KILLED, checkpoint_id=self._resume.get(name))
         return await self._finish(results, "; ".join(causes))
 
-    async def _stop_for_restart(self, child: Child, dead: str) -> dict[str, Any]:
-        child.actor.request_interrupt.remote(
-            InterruptSource.PROGRAMMATIC.value,
-            InterruptMode.IMMEDIATE.value,
-            f"restarting with {dead} ({self._config.strategy.value})",
-            {"supervisor": self._name, "cause": "restart"},
-        )
-        assert child.task is not None
-        await asyncio.wait({child.task})
-        return _run_result_of(child, child.task)  # a run that raised is its failure, not the supervisor's
-
     async def _replace(self, child: Child) -> None:
         self._manager_.remove_child(child)
         ray.kill(child.actor, no_restart=True)
@@ -338,79 +299,6 @@ class SupervisorActor(ControlMethods):
             # As an agent's manager does at the end of its run (registered through the proxy).
             self._manager_.run_shutdown_callbacks()
             self._move(SupervisorPhase.FINISHED)
-
-    async def _supervise(self, task: Any) -> tuple[dict[str, dict[str, Any]], str | None]:
-        order = list(self._children)
-        results: dict[str, dict[str, Any]] = {}
-        cause: str | None = None
-        while True:
-            running = {c.task: name for name, c in self._children.items() if c.task is not None and name not in results}
-            if not running:
-                return results, cause
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for finished in done:
-                name = running[finished]
-                child = self._children[name]
-                if child.task is not finished or name in results:
-                    # Ended as a group restart handled just before took it down and started it again
-                    # (or recorded it): that run is over, its exit is not a new incident (OTP too).
-                    continue
-                result = _run_result_of(child, finished)
-                exit_ = classify_exit(result)
-                if exit_ in (ChildExit.KILLED, ChildExit.CRASHED):  # gone mid-cycle, maybe holding a reservation
-                    await self._release_held(child.full_name)
-                stopping = self._manager_.is_interrupted() or cause is not None
-                if not should_restart(child.spec.restart, exit_, stopping=stopping):
-                    results[name] = result
-                    continue
-                self._restart_times, allowed = add_restart(
-                    self._restart_times, time.monotonic(), self._config.max_restarts, self._config.restart_window_s
-                )
-                if not allowed:
-                    cause = (
-                        f"child {name!r} {exit_.value}{exit_cause(result.get('error'))} and {self._config.max_restarts} restarts within "
-                        f"{self._config.restart_window_s}s were already used: giving up"
-                    )
-                    logger.error("supervisor %s: %s", self._name, cause)
-                    results[name] = result
-                    self._manager_.request_interrupt(
-                        InterruptSource.SYSTEM, InterruptMode.GRACEFUL, cause, {"handler": "escalation", "cause": "max_restarts"}
-                    )
-                    continue
-                self._restarts += 1
-                alive = {n for n in running.values() if n != name and n not in results}
-                group = children_to_restart(self._config.strategy, order, name, alive)
-                logger.warning("supervisor %s: child %s %s; restarting %s", self._name, name, exit_.value, group)
-                stopped = {}
-                for other in reversed(group):  # the others, newest first (OTP): none outlives one it depends on
-                    if other != name:
-                        stopped[other] = await self._stop_for_restart(self._children[other], name)
-                for member in group:
-                    if member != name and self._children[member].spec.restart is RestartPolicy.TEMPORARY:
-                        results[member] = stopped[member]  # stopped with the group, never restarted (OTP)
-                        continue
-                    try:
-                        await self._replace(self._children[member])
-                    except Exception as exc:  # noqa: BLE001 - a restart that cannot start: reported, and the end
-                        resume = await self._restart_point(self._children[member])
-                        results[member], cause = self._start_failed(member, exc, resume)
-                        self._manager_.request_interrupt(
-                            InterruptSource.SYSTEM, InterruptMode.GRACEFUL, cause, {"handler": "escalation", "cause": "start"}
-                        )
-                        continue
-                    self._start(self._children[member], task, await self._restart_point(self._children[member]))
-
-    async def _restart_point(self, child: Child) -> str | None:
-        """Where a restarted child resumes: its newest checkpoint of this run, else where this run started it.
-
-        A child supervisor writes its manifest only as its run ends: one that died has none of this
-        run, and resumes with ``"latest"``, each of its children from its own newest checkpoint.
-        """
-        ids = await self._store.candidates.remote(child.storage_path, child.full_name)  # newest first
-        this_run = next((i for i in ids if i >= self._run_mark), None)
-        if this_run is not None:
-            return this_run
-        return "latest" if child.spec.kind == "supervisor" else self._resume.get(child.spec.name)
 
     async def _finish(self, results: dict[str, dict[str, Any]], cause: str | None) -> dict[str, Any]:
         temporary = {n for n, c in self._children.items() if c.spec.restart is RestartPolicy.TEMPORARY}

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from kaizen_ray.core._stop_bounds import StopBounds
 from kaizen_ray.core.config import RestartPolicy, SupervisorConfig
 from kaizen_ray.core.interrupts import InterruptManager
 from kaizen_ray.core.supervision import SupervisorPhase
@@ -82,6 +83,7 @@ def supervisor(strategy: str, children: list[Child], *, max_restarts: int = 3, r
     sup._phase_lock = threading.Lock()
     sup._config = SupervisorConfig(strategy=strategy, max_restarts=max_restarts, restart_window_s=60.0)
     sup._manager_ = InterruptManager(name="sup")
+    sup._bounds = StopBounds("sup", sup._manager_, sup._config, lambda: None)  # never begun: arms nothing
     sup._manager_.add_listener(sup._on_interrupt)
     sup._children = {c.spec.name: c for c in children}
     sup._restart_times, sup._restarts = [], 0
