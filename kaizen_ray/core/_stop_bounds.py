@@ -16,10 +16,11 @@ its children's, as OTP's ``shutdown`` sits above a child's own clean-up:
   from its last durable checkpoint, and is not restarted (the supervisor is
   stopping).
 
-A bound of None is not armed. Both count only while a run goes (:meth:`StopBounds.arm` is called by the
-supervisor for an interrupt accepted during a run, or standing when one
-starts) and are dropped when the run's children are done (:meth:`disarm`):
-a bound that fires after that does nothing, so it cannot stop the next run.
+A bound of None is not armed. Both count only while a run goes
+(:meth:`StopBounds.arm` is called by the supervisor for an interrupt
+accepted during a run, or standing when one starts) and are dropped when the
+run's children are done (:meth:`StopBounds.disarm`): a bound that fires after
+that does nothing, so it cannot stop the next run.
 """
 
 from __future__ import annotations
