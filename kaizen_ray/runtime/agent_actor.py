@@ -348,11 +348,11 @@ class AgentActor(ControlMethods):
     async def _wait_kill_deadline(self) -> dict[str, Any] | None:
         return await self._runtime.wait_kill_deadline()
 
-    @ray.method(concurrency_group="control")
     def _made_of(self) -> str:
         """Its agent class, ``module.QualName``: what ``kaizen-ray run`` checks before it reuses this actor."""
         return class_path(type(self._runtime.agent))
 
+    @ray.method(concurrency_group="control")
     async def use_budget_scope(self, scope: Any) -> None:
         """Charge ``scope`` too (a supervisor's shared budget)."""
         await self._use_scope(scope)

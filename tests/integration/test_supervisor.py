@@ -19,7 +19,14 @@ import ray.cloudpickle
 
 import kaizen_ray as kr
 
-from tests._support.ray_agents import AwaitsForever, BlocksForever, Counter, expected_state, wait_for_checkpointed_cycle
+from tests._support.ray_agents import (
+    AwaitsForever,
+    BlocksForever,
+    BlocksItsLoop,
+    Counter,
+    expected_state,
+    wait_for_checkpointed_cycle,
+)
 from tests._support.waiting import wait_until
 
 pytestmark = pytest.mark.ray
@@ -250,3 +257,15 @@ def test_the_roots_immediate_bound_kills_a_child_supervisor_still_stopping_and_i
     leaf_result = mid["children"]["leaf"]
     assert leaf_result["status"] == "killed" and leaf_result["interrupt_reason"].message == "all of it"
     assert kr.load_checkpoint(leaf_result["checkpoint_id"], storage_path=storage).state["n"] == 1
+
+
+def test_a_budget_added_to_the_supervisor_mid_run_reaches_a_child_whose_step_blocks_its_loop(ray_cluster, storage, cleanup):
+    # use_budget_scope is a control call: it must not wait for the child's event loop.
+    sup, ref, _ = _one_stuck_child(storage, "budgeted", BlocksItsLoop, {"immediate_shutdown_timeout": 0.5})
+    cleanup(sup)
+
+    sup.add_handler(kr.BudgetInterruptHandler(max_cost=10.0))  # a control call: TimeoutError past 10 s
+
+    assert sup.request_interrupt(kr.InterruptSource.PROGRAMMATIC, kr.InterruptMode.IMMEDIATE, "done") is True
+    result = ray.get(ref, timeout=WAIT_S)
+    assert result["children"]["w"]["status"] == "killed"  # its own bound: the loop never came back
